@@ -1,0 +1,1 @@
+"""Geofences, their per-tracker state, events and alert rules arrive with a later issue."""

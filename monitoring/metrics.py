@@ -1,0 +1,171 @@
+"""Prometheus metrics, read from PostgreSQL at scrape time.
+
+Workers run in many processes on many machines; in-process counters would only count the
+process that happens to serve the scrape (and prometheus_client's multiprocess mode only
+covers one machine). So the counters are the audit log: every fetch request leaves a
+FetchAttempt row, and a scrape counts them. Deleting old FetchAttempt rows makes the
+counters drop, which Prometheus treats as a counter reset.
+
+Served without authentication at /metrics for Prometheus scrapers: keep it on the internal
+network. Account names are the only labels that name anything; no key or token is read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from trackers.findmy_client import FailureCategory
+from trackers.models import AppleAccount
+
+from .health import (
+    BREAKER_STATES,
+    breaker_state,
+    database_now,
+    liveness_counts,
+    open_failures,
+    queue_status,
+    recent_instances,
+)
+from .models import FetchAttempt
+
+PREFIX = "trackerfleet"
+# Batch durations, seconds: a healthy request takes about a second; findmy retries an empty
+# answer for 30 s; the lease (PROCESSING_TIMEOUT) is minutes.
+DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Outcomes always exported (zero included), so rate() works before the first failure.
+KNOWN_OUTCOMES = ("ok", *(c for c, _ in FailureCategory.choices))
+
+
+def fetch_metrics() -> Iterator[Metric]:
+    duration = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
+    attempts = FetchAttempt.objects.annotate(duration=duration).order_by()
+    buckets = {
+        f"le_{i}": Count("id", filter=Q(duration__lte=dt.timedelta(seconds=le)))
+        for i, le in enumerate(DURATION_BUCKETS)
+    }
+    totals = attempts.aggregate(
+        count=Count("id"),
+        new=Sum("new_reports"),
+        duplicates=Sum("duplicate_reports"),
+        seconds=Sum("duration"),
+        **buckets,
+    )
+    by_outcome = dict.fromkeys(KNOWN_OUTCOMES, 0)
+    by_outcome.update(attempts.values_list("outcome").annotate(n=Count("id")))
+
+    requests = CounterMetricFamily(
+        f"{PREFIX}_fetch_requests",
+        "Fetch requests (batches) sent to Apple, by outcome.",
+        labels=["outcome"],
+    )
+    for outcome, n in sorted(by_outcome.items()):
+        requests.add_metric([outcome], n)
+    yield requests
+    yield CounterMetricFamily(
+        f"{PREFIX}_reports_ingested", "Location reports stored.", value=totals["new"] or 0
+    )
+    yield CounterMetricFamily(
+        f"{PREFIX}_reports_duplicate",
+        "Location reports fetched again and already stored.",
+        value=totals["duplicates"] or 0,
+    )
+    seconds = totals["seconds"].total_seconds() if totals["seconds"] else 0.0
+    yield HistogramMetricFamily(
+        f"{PREFIX}_batch_duration_seconds",
+        "Duration of one fetch request: claim to finish.",
+        buckets=[
+            *((str(float(le)), totals[f"le_{i}"]) for i, le in enumerate(DURATION_BUCKETS)),
+            ("+Inf", totals["count"]),
+        ],
+        sum_value=seconds,
+    )
+
+
+def queue_metrics() -> Iterator[Metric]:
+    q = queue_status()
+    yield GaugeMetricFamily(
+        f"{PREFIX}_due_trackers", "Eligible trackers due for a fetch.", value=q.due
+    )
+    oldest = GaugeMetricFamily(
+        f"{PREFIX}_oldest_processed_age_seconds",
+        "Age of the oldest last_processed_at among eligible trackers (absent: none processed).",
+    )
+    if q.oldest_processed_age_seconds is not None:
+        oldest.add_metric([], q.oldest_processed_age_seconds)
+    yield oldest
+    trackers = GaugeMetricFamily(f"{PREFIX}_trackers", "Trackers by state.", labels=["state"])
+    trackers.add_metric(["eligible"], q.eligible)
+    trackers.add_metric(["leased"], q.leased)
+    trackers.add_metric(["quarantined"], q.quarantined)
+    yield trackers
+    yield GaugeMetricFamily(
+        f"{PREFIX}_cycle_capacity_trackers",
+        "Trackers the usable accounts can fetch per FETCH_CYCLE_HOURS.",
+        value=q.cycle_capacity,
+    )
+
+
+def account_metrics() -> Iterator[Metric]:
+    family = GaugeMetricFamily(
+        f"{PREFIX}_account_breaker_state",
+        "Circuit breaker state of each Apple account (1 for the current state).",
+        labels=["account", "state"],
+    )
+    rows = AppleAccount.objects.annotate(breaker=breaker_state()).values_list("name", "breaker")
+    for name, current in rows:
+        for state in BREAKER_STATES:
+            family.add_metric([name, state], 1 if state == current else 0)
+    yield family
+
+
+def failure_metrics() -> Iterator[Metric]:
+    family = GaugeMetricFamily(
+        f"{PREFIX}_failures_open", "Open failure records by category.", labels=["category"]
+    )
+    for category, n in open_failures().items():
+        family.add_metric([category], n)
+    yield family
+
+
+def worker_metrics() -> Iterator[Metric]:
+    family = GaugeMetricFamily(
+        f"{PREFIX}_workers",
+        "Service instances heard from in the last 24 h, by liveness.",
+        labels=["liveness"],
+    )
+    for liveness, n in liveness_counts(recent_instances(database_now())).items():
+        family.add_metric([liveness], n)
+    yield family
+
+
+class FleetCollector(Collector):
+    """Every metric, computed from the database when Prometheus scrapes."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield from fetch_metrics()
+        yield from queue_metrics()
+        yield from account_metrics()
+        yield from failure_metrics()
+        yield from worker_metrics()
+
+
+# A private registry: the default one carries this process's own metrics (GC, CPU), which
+# would describe whichever web worker answered rather than the fleet.
+registry = CollectorRegistry()
+registry.register(FleetCollector())
+
+
+def render() -> tuple[bytes, str]:
+    """The metrics in Prometheus text format, and their content type."""
+    return generate_latest(registry), CONTENT_TYPE_LATEST

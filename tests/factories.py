@@ -1,0 +1,50 @@
+"""factory-boy factories. Trackers get real P-224 keys, so the simulator can report for them."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import factory
+from django.contrib.auth import get_user_model
+from findmy import KeyPair
+
+from trackers.models import AppleAccount, ProductionRun, Tracker
+from trackers.simulator import account_state
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda u: f"{u.username}@example.com")
+    password = factory.django.Password("correct horse battery staple")
+
+
+class ProductionRunFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ProductionRun
+
+    name = factory.Sequence(lambda n: f"run-{n}")
+    starts_at = factory.LazyFunction(lambda: dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+
+
+class TrackerFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Tracker
+        exclude = ("key",)
+
+    key = factory.LazyFunction(KeyPair.new)
+    name = factory.Sequence(lambda n: f"tracker-{n}")
+    key_material = factory.LazyAttribute(lambda o: dict(o.key.to_json()))
+    hashed_adv_key = factory.LazyAttribute(lambda o: o.key.hashed_adv_key_b64)
+
+
+class AppleAccountFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = AppleAccount
+
+    name = factory.Sequence(lambda n: f"account-{n}")
+    anisette_url = "http://127.0.0.1:9/anisette"
+    state = factory.LazyAttribute(lambda o: account_state(o.anisette_url, f"{o.name}@example.com"))

@@ -1,0 +1,285 @@
+"""Settings for the tracker fleet service: one file, every value from the environment.
+
+Values come from the process environment, or from a `.env` file at the repository root
+(created by `scripts/bootstrap`). A missing or malformed value stops the process at start
+with an `ImproperlyConfigured` naming the variable. The README lists every variable.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+# DJANGO_ENV_FILE names another file, or "none" to read the environment only.
+ENV_FILE = environ.Env().str("DJANGO_ENV_FILE", default=str(BASE_DIR / ".env"))
+if ENV_FILE != "none" and Path(ENV_FILE).is_file():
+    # Real environment variables win over the file (overwrite=False).
+    environ.Env.read_env(ENV_FILE, overwrite=False)
+
+
+def _typed(name: str, cast: type, default: object = environ.Env.NOTSET) -> object:
+    """Read a variable through django-environ, naming it when its value is malformed."""
+    try:
+        return env.get_value(name, cast=cast, default=default)
+    except ImproperlyConfigured:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ImproperlyConfigured(f"{name} has an invalid value: {exc}") from None
+
+
+def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    value = _typed(name, int, default)
+    if value < minimum:  # type: ignore[operator]
+        raise ImproperlyConfigured(f"{name} must be >= {minimum}, got {value}")
+    return value  # type: ignore[return-value]
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = env.str(name, default=str(default)).strip().lower()
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off", ""}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, got {raw!r}")
+
+
+def _fernet_keys(raw: str) -> list[str]:
+    keys = [k.strip() for k in raw.split(",") if k.strip()]
+    if not keys:
+        raise ImproperlyConfigured("FIELD_ENCRYPTION_KEY is empty")
+    for key in keys:
+        try:
+            if len(base64.urlsafe_b64decode(key.encode())) != 32:
+                raise ValueError
+        except (binascii.Error, ValueError):
+            raise ImproperlyConfigured(
+                "FIELD_ENCRYPTION_KEY must be one or more comma-separated Fernet keys "
+                "(32 url-safe base64-encoded bytes each)"
+            ) from None
+    return keys
+
+
+def _redis_db_url(url: str, db: int) -> str:
+    """The same Redis server, another logical database (cache 0, tasks 1, health 2, ...)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, ""))
+
+
+# --- core -------------------------------------------------------------------------------
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env.str("SECRET_KEY")
+if not SECRET_KEY.strip():
+    raise ImproperlyConfigured("SECRET_KEY is empty")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+FIELD_ENCRYPTION_KEYS = _fernet_keys(env.str("FIELD_ENCRYPTION_KEY"))
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.gis",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "django_q",
+    "trackers",
+    "locations",
+    "geofences",
+    "monitoring",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "tracker_project.urls"
+WSGI_APPLICATION = "tracker_project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database ---------------------------------------------------------------------------
+DATABASES = {"default": env.db_url("DATABASE_URL")}
+if DATABASES["default"]["ENGINE"] != "django.contrib.gis.db.backends.postgis":
+    raise ImproperlyConfigured("DATABASE_URL must use the postgis:// scheme (PostgreSQL + PostGIS)")
+DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Test runs create their own database; several runs on one server need different names.
+if test_database_name := env.str("TEST_DATABASE_NAME", default=""):
+    DATABASES["default"]["TEST"] = {"NAME": test_database_name}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# gis.W001: GDAL < 3.9 cannot block file/network access while parsing spatial references.
+# Debian 12 ships 3.6; the service never hands GDAL a file or SRS from a user (geometries
+# arrive as coordinates), so the risk the check names does not apply here.
+SILENCED_SYSTEM_CHECKS = ["gis.W001"]
+
+# --- redis & cache ----------------------------------------------------------------------
+# One Redis server, split by purpose into logical databases so that flushing the cache never
+# touches heartbeats. Without REDIS_URL the service still runs: local-memory cache, and
+# heartbeats recorded in the database only.
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL and urlsplit(REDIS_URL).scheme not in {"redis", "rediss"}:
+    raise ImproperlyConfigured("REDIS_URL must start with redis:// or rediss://")
+REDIS_HEALTH_URL = _redis_db_url(REDIS_URL, 2) if REDIS_URL else ""
+REDIS_NOTIFICATIONS_URL = _redis_db_url(REDIS_URL, 3) if REDIS_URL else ""
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": _redis_db_url(REDIS_URL, 0),
+            "OPTIONS": {
+                # A Redis outage degrades to cache misses instead of failing requests.
+                "IGNORE_EXCEPTIONS": True,
+                "SOCKET_CONNECT_TIMEOUT": 2,
+                "SOCKET_TIMEOUT": 2,
+            },
+        }
+    }
+    DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- auth, i18n, static -----------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+
+# --- security (production values come from the environment; see README) ----------------
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
+SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
+SECURE_CONTENT_TYPE_NOSNIFF = True
+# Behind a TLS-terminating proxy (nginx, a load balancer) that sets X-Forwarded-Proto.
+if env_bool("SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# /health, /status/* and /metrics are probed over plain HTTP from inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^health$", r"^status/", r"^metrics$"]
+
+# --- REST framework ---------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.BasicAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Tracker fleet API",
+    "DESCRIPTION": "Find My tracker fleet: trackers, location reports, fetch control, health.",
+    "VERSION": "1.0.0",
+}
+
+# --- fetching (see README, "Configuration") ---------------------------------------------
+FETCH_INTERVAL = env_int("FETCH_INTERVAL", 3600)  # seconds a tracker rests after a fetch
+MAX_KEYS_PER_BATCH = env_int("MAX_KEYS_PER_BATCH", 64, minimum=1)
+if MAX_KEYS_PER_BATCH > 64:
+    # Apple answers larger requests with partial data (findmy issue tracker).
+    raise ImproperlyConfigured("MAX_KEYS_PER_BATCH must be at most 64")
+PROCESSING_TIMEOUT = env_int("PROCESSING_TIMEOUT", 300, minimum=10)  # lease length, seconds
+ACCOUNT_MIN_REQUEST_INTERVAL = env_int("ACCOUNT_MIN_REQUEST_INTERVAL", 300)
+FETCH_CYCLE_HOURS = env_int("FETCH_CYCLE_HOURS", 12, minimum=1)
+FETCH_RETRIES = env_int("FETCH_RETRIES", 3, minimum=1)  # attempts per request, transient faults
+FETCH_RETRY_MAX_WAIT = env_int("FETCH_RETRY_MAX_WAIT", 30, minimum=0)  # seconds
+BREAKER_FAILURE_THRESHOLD = env_int("BREAKER_FAILURE_THRESHOLD", 3, minimum=1)
+BREAKER_COOLDOWN = env_int("BREAKER_COOLDOWN", 600, minimum=1)  # seconds the circuit stays open
+QUARANTINE_AFTER = env_int("QUARANTINE_AFTER", 5, minimum=1)  # failed fetches of one tracker
+WORKER_IDLE_SLEEP = env_int("WORKER_IDLE_SLEEP", 5, minimum=1)  # seconds between empty claims
+HEARTBEAT_INTERVAL = env_int("HEARTBEAT_INTERVAL", 60, minimum=1)
+FETCH_REPORT_DAYS = 7  # what Apple keeps, and what findmy asks for
+
+# --- django-q2 --------------------------------------------------------------------------
+Q_CLUSTER = {
+    "name": "trackerfleet",
+    "orm": "default",  # the ORM broker: PostgreSQL is the only queue we need
+    "workers": env_int("Q_WORKERS", 2, minimum=1),
+    "timeout": PROCESSING_TIMEOUT,
+    "retry": PROCESSING_TIMEOUT + 60,
+    "catch_up": False,  # a stopped cluster must not replay every missed minute at start
+    "max_attempts": 1,
+    "save_limit": 500,
+    "poll": 1,
+    "label": "Task queue",
+}
+
+# --- logging ----------------------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+LOG_FORMAT = env.str("LOG_FORMAT", default="json")
+if LOG_FORMAT not in {"json", "text"}:
+    raise ImproperlyConfigured("LOG_FORMAT must be json or text")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # findmy logs every anisette fetch and login transition at INFO.
+        "findmy": {"level": "WARNING"},
+        "django.db.backends": {"level": "WARNING"},
+    },
+}

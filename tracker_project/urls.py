@@ -1,0 +1,46 @@
+"""URL routes: the admin, health/status/metrics, fetch control and the OpenAPI schema."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import path
+from django.views import defaults
+from drf_spectacular.views import SpectacularAPIView
+
+from monitoring.api import views as monitoring
+from trackers.api import views as control
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("health", monitoring.HealthView.as_view(), name="health"),
+    path("status/queue", monitoring.QueueStatusView.as_view(), name="status-queue"),
+    path("status/worker", monitoring.WorkerStatusView.as_view(), name="status-worker"),
+    path("metrics", monitoring.MetricsView.as_view(), name="metrics"),
+    path("fetch/batch", control.FetchBatchView.as_view(), name="fetch-batch"),
+    path("fetch/tracker/<int:pk>", control.FetchTrackerView.as_view(), name="fetch-tracker"),
+    path("queue/initialize", control.QueueInitializeView.as_view(), name="queue-initialize"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+]
+
+
+def _is_admin(request: HttpRequest) -> bool:
+    return request.path.startswith("/admin/")
+
+
+# Paths no view matched (e.g. /fetch/tracker/abc) answer JSON like the API; the admin keeps
+# its HTML pages. Django uses these only with DEBUG off.
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _is_admin(request):
+        return defaults.page_not_found(request, exception)
+    return JsonResponse({"detail": "Not found."}, status=404)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if _is_admin(request):
+        return defaults.server_error(request)
+    return JsonResponse({"detail": "Server error."}, status=500)
+
+
+handler404 = not_found
+handler500 = server_error

@@ -1,0 +1,1 @@
+"""Fetch control endpoints (staff only)."""

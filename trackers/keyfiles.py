@@ -1,0 +1,170 @@
+"""Reading tracker keys from files: findmy's own JSON (objects, lists, JSON lines) and CSV.
+
+Every entry is validated before anything is written; a problem is reported with its line
+(or list index) and reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from findmy import FindMyAccessory, KeyPair
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    """One tracker's keys, validated: ready to become a Tracker row."""
+
+    where: str  # "line 3", "index 7": for messages
+    name: str
+    kind: str  # TrackerKind value
+    hashed_adv_key: str
+    key_material: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class KeyProblem:
+    where: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}"
+
+
+def entry_from_keypair(key: KeyPair, name: str, where: str = "") -> KeyEntry:
+    material = dict(key.to_json())
+    material["name"] = name
+    return KeyEntry(where, name, "static", key.hashed_adv_key_b64, material)
+
+
+def _from_mapping(obj: Any, where: str, default_name: str) -> KeyEntry:
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    kind = obj.get("type")
+    if kind == "keypair":
+        raw = obj.get("private_key")
+        if not isinstance(raw, str):
+            raise ValueError("'private_key' is missing or not a string")
+        key = KeyPair(_private_key_bytes(raw))
+        return entry_from_keypair(key, str(obj.get("name") or default_name), where)
+    if kind == "accessory":
+        try:
+            accessory = FindMyAccessory.from_json(obj)
+        except (KeyError, ValueError, TypeError, AssertionError) as exc:
+            raise ValueError(f"not a valid findmy accessory: {exc!r}") from None
+        material = dict(accessory.to_json())
+        master = bytes.fromhex(material["master_key"])
+        if len(master) != 28:
+            raise ValueError(f"master key is {len(master)} bytes, expected 28")
+        name = str(accessory.name or default_name)
+        # A rolling-key accessory has no single lookup id; the master key's hash identifies it.
+        identity = base64.b64encode(hashlib.sha256(b"accessory" + master).digest()).decode()
+        return KeyEntry(where, name, "accessory", identity, material)
+    raise ValueError(f"unknown type {kind!r} (expected 'keypair' or 'accessory')")
+
+
+def _private_key_bytes(raw: str) -> bytes:
+    try:
+        key = base64.b64decode(raw.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("private key is not valid base64") from None
+    if len(key) != 28:
+        raise ValueError(f"private key is {len(key)} bytes, expected 28 (P-224)")
+    if int.from_bytes(key, "big") == 0:
+        raise ValueError("private key is zero")
+    return key
+
+
+def _entry(parse: Any, where: str, entries: list[KeyEntry], problems: list[KeyProblem]) -> None:
+    try:
+        entries.append(parse())
+    except ValueError as exc:
+        problems.append(KeyProblem(where, str(exc)))
+
+
+def parse_key_file(text: str, filename: str = "") -> tuple[list[KeyEntry], list[KeyProblem]]:
+    """Parse a key file; return the valid entries and the problems (duplicates included)."""
+    entries: list[KeyEntry] = []
+    problems: list[KeyProblem] = []
+    stripped = text.lstrip("\ufeff").strip()
+    if not stripped:
+        return [], [KeyProblem("file", "the file is empty")]
+    if filename.lower().endswith(".csv") or stripped.lower().startswith("name,"):
+        _parse_csv(stripped, entries, problems)
+    elif stripped[0] == "[":
+        try:
+            items = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            return [], [KeyProblem(f"line {exc.lineno}", f"invalid JSON: {exc.msg}")]
+        for i, obj in enumerate(items):
+            _entry(
+                lambda o=obj, i=i: _from_mapping(o, f"index {i}", f"tracker-{i}"),
+                f"index {i}",
+                entries,
+                problems,
+            )
+    else:
+        _parse_json_objects(stripped, entries, problems)
+    _flag_duplicates(entries, problems)
+    return entries, problems
+
+
+def _parse_json_objects(text: str, entries: list[KeyEntry], problems: list[KeyProblem]) -> None:
+    try:  # a single (possibly pretty-printed) object
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        obj = None
+    if isinstance(obj, dict):
+        _entry(lambda: _from_mapping(obj, "line 1", "tracker-1"), "line 1", entries, problems)
+        return
+    for lineno, line in enumerate(text.splitlines(), start=1):  # JSON lines
+        if not line.strip():
+            continue
+        where = f"line {lineno}"
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.append(KeyProblem(where, f"invalid JSON: {exc.msg}"))
+            continue
+        _entry(
+            lambda o=item, w=where, n=lineno: _from_mapping(o, w, f"tracker-{n}"),
+            where,
+            entries,
+            problems,
+        )
+
+
+def _parse_csv(text: str, entries: list[KeyEntry], problems: list[KeyProblem]) -> None:
+    reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip().lower() for h in reader.fieldnames or []]
+    if header[:2] != ["name", "private_key"]:
+        problems.append(KeyProblem("line 1", "CSV header must be 'name,private_key'"))
+        return
+    for row in reader:
+        where = f"line {reader.line_num}"
+        values = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
+        name = values.get("name") or f"tracker-{reader.line_num}"
+
+        def parse(v: dict[str, str] = values, n: str = name, w: str = where) -> KeyEntry:
+            return entry_from_keypair(KeyPair(_private_key_bytes(v.get("private_key", ""))), n, w)
+
+        _entry(parse, where, entries, problems)
+
+
+def _flag_duplicates(entries: list[KeyEntry], problems: list[KeyProblem]) -> None:
+    first: dict[str, str] = {}
+    for entry in list(entries):
+        if entry.hashed_adv_key in first:
+            problems.append(
+                KeyProblem(entry.where, f"duplicate of the key at {first[entry.hashed_adv_key]}")
+            )
+            entries.remove(entry)
+        else:
+            first[entry.hashed_adv_key] = entry.where

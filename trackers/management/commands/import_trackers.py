@@ -1,0 +1,84 @@
+"""Import tracker keys: findmy's JSON (objects, lists, JSON lines) or CSV `name,private_key`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
+
+from trackers.keyfiles import parse_key_file
+from trackers.models import ProductionRun, Tracker
+
+
+class Command(BaseCommand):
+    help = (
+        "Import tracker keys from PATH ('-' for standard input). Re-importing is harmless: "
+        "keys already known (by hashed advertisement key) are left as they are. Any invalid "
+        "entry stops the import unless --skip-invalid is given."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("path")
+        parser.add_argument("--production-run", metavar="NAME")
+        parser.add_argument("--owner", metavar="USERNAME")
+        parser.add_argument(
+            "--skip-invalid", action="store_true", help="import the valid entries anyway"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        text = self._read(options["path"])
+        run = self._lookup(ProductionRun, "name", options["production_run"], "production run")
+        owner = self._lookup(get_user_model(), "username", options["owner"], "user")
+        entries, problems = parse_key_file(text, options["path"])
+        for problem in problems:
+            self.stderr.write(f"{options['path']}: {problem}")
+        if problems and not options["skip_invalid"]:
+            raise CommandError(
+                f"{len(problems)} invalid entr{'y' if len(problems) == 1 else 'ies'}; nothing "
+                f"imported ({len(entries)} valid; use --skip-invalid to import those)"
+            )
+        with transaction.atomic():
+            known = set(
+                Tracker.objects.filter(
+                    hashed_adv_key__in=[e.hashed_adv_key for e in entries]
+                ).values_list("hashed_adv_key", flat=True)
+            )
+            new = [
+                Tracker(
+                    name=e.name,
+                    kind=e.kind,
+                    key_material=e.key_material,
+                    hashed_adv_key=e.hashed_adv_key,
+                    production_run=run,
+                    owner=owner,
+                )
+                for e in entries
+                if e.hashed_adv_key not in known
+            ]
+            Tracker.objects.bulk_create(new, batch_size=1000, ignore_conflicts=True)
+        self.stdout.write(
+            f"imported {len(new)} trackers, {len(known)} already known, "
+            f"{len(problems)} invalid skipped"
+            if problems
+            else f"imported {len(new)} trackers, {len(known)} already known"
+        )
+
+    def _read(self, path: str) -> str:
+        if path == "-":
+            return sys.stdin.read()
+        try:
+            return Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CommandError(f"cannot read {path}: {exc}") from None
+
+    def _lookup(self, model: Any, field: str, value: str | None, label: str) -> Any:
+        if value is None:
+            return None
+        try:
+            return model.objects.get(**{field: value})
+        except model.DoesNotExist:
+            raise CommandError(f"no {label} named {value!r}; create it first (admin)") from None
