@@ -24,7 +24,7 @@ def _fast_settings(settings: pytest.FixtureRequest) -> None:
 @pytest.fixture
 def simulator() -> Iterator[SimulatorThread]:
     """A Find My network simulator serving on 127.0.0.1 (an ephemeral port)."""
-    server = SimulatorThread(FindMySimulator(slow_seconds=6.0)).start()
+    server = SimulatorThread(FindMySimulator(slow_seconds=6.0, anchored=True)).start()
     yield server
     server.stop()
 

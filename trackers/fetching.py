@@ -27,12 +27,14 @@ from django.db import connection, transaction
 from django.db.models import Case, F, Min, Value, When
 from django.db.models.functions import Now
 from django.utils import timezone
-from findmy import KeyPair
+from findmy import FindMyAccessory, KeyPair
+from findmy.keys import KeyPairType
 
 from locations.ingest import ingest
 from monitoring.failures import record_failure
 from monitoring.models import FetchAttempt
 
+from . import rolling
 from .findmy_client import FailureCategory, FetchError, ReportSource
 from .models import (
     USABLE_STATUSES,
@@ -55,6 +57,9 @@ class ClaimedTracker:
     id: int
     hashed_id: str
     consecutive_failures: int
+    kind: str = TrackerKind.STATIC
+    last_processed_at: dt.datetime | None = None
+    keys: int = 1  # the share of the request's key budget this tracker may use
 
 
 @dataclass
@@ -72,6 +77,11 @@ class Claim:
     # Fernet work out of the claim keeps the row locks short.
     account_state: dict[str, Any] = field(default_factory=dict)
     key_material: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # Filled by plan_request(): what is sent, and how to map answers back to trackers.
+    devices: list[tuple[list[str], list[str]]] = field(default_factory=list)
+    lookup: dict[str, tuple[int, KeyPair | None, int | None]] = field(default_factory=dict)
+    accessories: dict[int, FindMyAccessory] = field(default_factory=dict)
+    aligned: set[int] = field(default_factory=set)  # accessories whose alignment moved
 
     def load_secrets(self) -> None:
         self.account_state = AppleAccount.objects.values_list("state", flat=True).get(
@@ -82,6 +92,33 @@ class Claim:
                 "id", "key_material"
             )
         )
+
+    def plan_request(self, now: dt.datetime) -> list[tuple[ClaimedTracker, str]]:
+        """Work out the lookup ids of the request: one per static tracker, the keys of the
+        indices since the last fetch for an accessory. Returns the trackers that cannot be
+        asked for (unusable key material), with the reason; they are left out."""
+        unusable = []
+        for tracker in self.trackers:
+            if tracker.kind != TrackerKind.ACCESSORY:
+                self.devices.append(([tracker.hashed_id], []))
+                self.lookup[tracker.hashed_id] = (tracker.id, None, None)
+                continue
+            try:
+                accessory = rolling.load(self.key_material.get(tracker.id) or {})
+            except ValueError as exc:
+                unusable.append((tracker, str(exc)))
+                continue
+            self.accessories[tracker.id] = accessory
+            plan = rolling.plan_keys(accessory, tracker.last_processed_at, now, tracker.keys)
+            self.devices.append((plan.primary, plan.secondary))
+            for hashed_id, (key, index) in plan.keys.items():
+                primary = key.key_type == KeyPairType.PRIMARY
+                self.lookup[hashed_id] = (tracker.id, key, index if primary else None)
+        return unusable
+
+    @property
+    def key_count(self) -> int:
+        return sum(len(p) + len(s) for p, s in self.devices)
 
 
 @dataclass
@@ -102,8 +139,8 @@ class BatchResult:
 
 # --- claiming ---------------------------------------------------------------------------
 def fetchable_trackers() -> TrackerQuerySet:
-    """Trackers the workers fetch now: eligible, due, static keys (leased or not)."""
-    return Tracker.objects.eligible().due().filter(kind=TrackerKind.STATIC)
+    """Trackers the workers fetch now: eligible and due (leased or not)."""
+    return Tracker.objects.eligible().due()
 
 
 def claimable_trackers() -> TrackerQuerySet:
@@ -111,16 +148,35 @@ def claimable_trackers() -> TrackerQuerySet:
     return fetchable_trackers().unleased()
 
 
-def _pick(rows: list[tuple[int, int, str]], max_keys: int) -> list[tuple[int, int, str]]:
-    """Choose the batch from the most starved candidates.
+Row = tuple[int, int, str, str, "dt.datetime | None"]  # id, failures, hashed id, kind, processed
 
-    A tracker that failed k times in a row is retried in a batch of max_keys >> k (halving
-    each time) with others that failed as often, so a poison tracker ends up alone, is
-    quarantined, and never holds back healthy trackers for long.
+
+def _pick(rows: list[Row], max_keys: int, now: dt.datetime) -> list[ClaimedTracker]:
+    """Choose the batch from the most starved candidates, within the request's key budget.
+
+    A static tracker needs one key; an accessory the keys of every 15 minutes since its last
+    fetch (rolling.estimated_keys). A tracker that failed k times in a row is retried in a
+    batch of max_keys >> k keys (halving each time) with others that failed as often, so a
+    poison tracker ends up alone, is quarantined, and never holds back healthy trackers for
+    long.
     """
     failures = rows[0][1]
-    size = max(1, max_keys >> failures)
-    return [row for row in rows if row[1] == failures][:size]
+    budget = max(1, max_keys >> failures)
+    picked: list[ClaimedTracker] = []
+    for tracker_id, row_failures, hashed_id, kind, processed in rows:
+        if row_failures != failures:
+            continue
+        keys = 1
+        if kind == TrackerKind.ACCESSORY:
+            keys = rolling.estimated_keys(processed, now, max_keys)
+        if picked and keys > budget:
+            break  # oldest first: the next request takes it
+        keys = min(keys, budget)
+        picked.append(ClaimedTracker(tracker_id, hashed_id, failures, kind, processed, keys))
+        budget -= keys
+        if budget <= 0:
+            break
+    return picked
 
 
 def claim_work(
@@ -158,12 +214,14 @@ def claim_work(
         rows = list(
             candidates.oldest_first()
             .select_for_update(skip_locked=True, of=("self",))
-            .values_list("id", "consecutive_failures", "hashed_adv_key")[:max_keys]
+            .values_list(
+                "id", "consecutive_failures", "hashed_adv_key", "kind", "last_processed_at"
+            )[:max_keys]
         )
         if not rows:
             return None
-        picked = _pick(rows, max_keys)  # most starved first
-        ids = [row[0] for row in picked]
+        picked = _pick(rows, max_keys, timezone.now())  # most starved first
+        ids = [t.id for t in picked]
         token, request_token = uuid.uuid4(), uuid.uuid4()
         Tracker.objects.filter(id__in=ids).update(
             claimed_by=worker, claim_token=token, lease_until=Now() + lease
@@ -180,7 +238,7 @@ def claim_work(
         account_id=account.id,
         account_name=account.name,
         fetch_endpoint=account.fetch_endpoint,
-        trackers=[ClaimedTracker(tid, hashed_id, failures) for tid, failures, hashed_id in picked],
+        trackers=picked,
     )
 
 
@@ -198,7 +256,7 @@ async def _request(
     claim: Claim, stop: threading.Event | None
 ) -> tuple[list[tuple[str, bytes]], dict[str, Any]]:
     async with ReportSource(claim.account_state, claim.fetch_endpoint) as source:
-        task = asyncio.ensure_future(source.fetch([t.hashed_id for t in claim.trackers]))
+        task = asyncio.ensure_future(source.fetch_devices(claim.devices))
         stopping_since: float | None = None
         while not task.done():
             # Poll the stop flag: SIGTERM lets the request finish, but never waits out
@@ -267,8 +325,10 @@ def _interruptible_sleep(seconds_: float, stop: threading.Event | None) -> None:
 def decrypt_all(
     claim: Claim, raw: list[tuple[str, bytes]]
 ) -> tuple[list[tuple[int, DecryptedReport]], int]:
-    """Decrypt every payload; one that fails is recorded (payload kept), never a crash."""
-    by_id = {t.hashed_id: t for t in claim.trackers}
+    """Decrypt every payload; one that fails is recorded (payload kept), never a crash.
+
+    An accessory's alignment moves to the newest primary-key index seen in a report.
+    """
     keys: dict[int, KeyPair] = {}
     out: list[tuple[int, DecryptedReport]] = []
     failures = 0
@@ -277,14 +337,22 @@ def decrypt_all(
         if payload in seen:
             continue
         seen.add(payload)
-        tracker = by_id.get(hashed_id)
+        tracker_id, key, index = claim.lookup.get(hashed_id, (None, None, None))
         try:
-            if tracker is None:
+            if tracker_id is None:
                 raise PayloadError("invalid_payload", f"unasked-for id {hashed_id}")
-            key = keys.get(tracker.id)
             if key is None:
-                key = keys[tracker.id] = _keypair(claim.key_material.get(tracker.id))
-            out.append((tracker.id, decrypt_payload(payload, hashed_id, key)))
+                key = keys.get(tracker_id)
+                if key is None:
+                    key = keys[tracker_id] = _keypair(claim.key_material.get(tracker_id))
+            report = decrypt_payload(payload, hashed_id, key)
+            out.append((tracker_id, report))
+            if index is not None:
+                accessory = claim.accessories[tracker_id]
+                before = accessory.to_json()
+                accessory.update_alignment(report.timestamp, index)
+                if accessory.to_json() != before:
+                    claim.aligned.add(tracker_id)
         except PayloadError as exc:
             failures += 1
             record_failure(
@@ -292,7 +360,7 @@ def decrypt_all(
                 str(exc),
                 fingerprint="payload:" + hashlib.sha256(payload).hexdigest(),
                 account_id=claim.account_id,
-                tracker_id=tracker.id if tracker else None,
+                tracker_id=tracker_id,
                 detail={"hashed_id": hashed_id, "payload_b64": base64.b64encode(payload).decode()},
             )
     return out, failures
@@ -307,7 +375,20 @@ def _keypair(material: dict[str, Any] | None) -> KeyPair:
 
 # --- finishing --------------------------------------------------------------------------
 def finish(claim: Claim, new_state: dict[str, Any]) -> int:
-    """Mark the batch processed, if the lease is still ours; free the account."""
+    """Mark the batch processed, if the lease is still ours; free the account.
+
+    Accessories whose alignment moved get their key material saved again (findmy's advice:
+    after every fetch), in the same transaction as the rest of the finish.
+    """
+    with transaction.atomic():
+        for tracker_id in sorted(claim.aligned):
+            Tracker.objects.filter(id=tracker_id, claim_token=claim.token).update(
+                key_material=claim.accessories[tracker_id].to_json()
+            )
+        return _finish(claim, new_state)
+
+
+def _finish(claim: Claim, new_state: dict[str, Any]) -> int:
     finished = Tracker.objects.filter(
         id__in=[t.id for t in claim.trackers], claim_token=claim.token
     ).update(
@@ -445,8 +526,16 @@ def process_claim(claim: Claim, stop: threading.Event | None = None) -> BatchRes
     """Fetch, decrypt, store and finish one claim. Never raises for a fetch failure."""
     started = timezone.now()
     result = BatchResult(trackers=len(claim.trackers))
+    claim.load_secrets()
+    for tracker, reason in claim.plan_request(database_now()):
+        _quarantine_unusable(claim, tracker, reason)
+        result.failures += 1
+    if not claim.devices:  # nothing left that can be asked for
+        release(claim)
+        result.outcome = FailureCategory.INVALID_KEY
+        _log_attempt(claim, started, result)
+        return result
     try:
-        claim.load_secrets()
         raw, state, result.requests = fetch_with_retries(claim, stop)
     except Stopped:
         release(claim)
@@ -459,12 +548,29 @@ def process_claim(claim: Claim, stop: threading.Event | None = None) -> BatchRes
         fail(claim, exc)
         _log_attempt(claim, started, result)
         return result
-    decrypted, result.failures = decrypt_all(claim, raw)
+    decrypted, failures = decrypt_all(claim, raw)
+    result.failures += failures
     stored = ingest(decrypted, fetched_at=timezone.now())
     result.new, result.duplicates = stored.new, stored.duplicates
     result.finished = finish(claim, state)
     _log_attempt(claim, started, result)
     return result
+
+
+def _quarantine_unusable(claim: Claim, tracker: ClaimedTracker, reason: str) -> None:
+    """Key material that findmy cannot read will not get better by itself: park the tracker
+    at once (an operator re-imports its keys and lifts the quarantine)."""
+    claim.trackers.remove(tracker)
+    Tracker.objects.filter(id=tracker.id, claim_token=claim.token).update(
+        quarantined_at=Now(), claimed_by="", claim_token=None, lease_until=None
+    )
+    record_failure(
+        FailureCategory.INVALID_KEY,
+        reason,
+        fingerprint=f"tracker:{tracker.id}",
+        tracker_id=tracker.id,
+        account_id=claim.account_id,
+    )
 
 
 def _log_attempt(claim: Claim, started: dt.datetime, result: BatchResult) -> None:

@@ -25,6 +25,8 @@ from findmy.errors import (
 
 from .simulator import FETCH_PATH
 
+MAX_KEYS_PER_REQUEST = 64  # larger requests were seen to come back with partial data
+
 
 class FailureCategory(models.TextChoices):
     AUTH = "auth", "Authentication"
@@ -136,11 +138,18 @@ class ReportSource:
 
     async def fetch(self, hashed_ids: Sequence[str]) -> list[tuple[str, bytes]]:
         """One request for up to 64 static keys: (hashed id, payload) pairs, or FetchError."""
-        if len(hashed_ids) > 64:
+        return await self.fetch_devices([([i], []) for i in hashed_ids])
+
+    async def fetch_devices(
+        self, devices: Sequence[tuple[list[str], list[str]]]
+    ) -> list[tuple[str, bytes]]:
+        """One request for devices given as (primary ids, secondary ids): a static key is
+        ([id], []), an accessory the ids of its rolling keys. At most 64 ids in all."""
+        if sum(len(p) + len(s) for p, s in devices) > MAX_KEYS_PER_REQUEST:
             raise ValueError("Apple answers requests for more than 64 keys with partial data")
         async with self._lock:
             try:
-                reports = await self._account.fetch_raw_reports([([i], []) for i in hashed_ids])
+                reports = await self._account.fetch_raw_reports(list(devices))
             except Exception as exc:
                 raise classify(exc) from exc
         return [(base64.b64encode(r.hashed_adv_key_bytes).decode(), r.payload) for r in reports]

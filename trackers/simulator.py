@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from findmy import FindMyAccessory, KeyPair
 
 from .payloads import Fix, ReportEncryptor
 
@@ -58,6 +59,9 @@ CITIES = [
     (48.1351, 11.5820),  # Munich
     (47.3769, 8.5417),  # Zurich
 ]
+ACCESSORY_INTERVAL = 15 * 60  # an accessory's primary key rolls over every 15 minutes
+ACCESSORY_LOOKAHEAD = 6 * 3600  # keys of accessories are derived this far ahead
+RELOAD_INTERVAL = 5.0  # seconds between two looks at the key loader for unknown ids
 SEGMENT_SECONDS = 3 * 3600  # an itinerary step: dwell at a place, then travel to the next
 EARTH_RADIUS_M = 6_371_000
 
@@ -81,10 +85,10 @@ def _offset(lat: float, lon: float, north_m: float, east_m: float) -> tuple[floa
 class SimulatedTracker:
     """One tracker's deterministic life: where it is at any moment, and when it is reported."""
 
-    def __init__(self, adv_key: bytes) -> None:
-        self.encryptor = ReportEncryptor(adv_key)
-        self.hashed_id = self.encryptor.hashed_id
-        seed = self.seed = self.hashed_id
+    def __init__(self, adv_key: bytes | None, seed: str = "") -> None:
+        self.encryptor = ReportEncryptor(adv_key) if adv_key is not None else None
+        self.hashed_id = self.encryptor.hashed_id if self.encryptor else seed
+        seed = self.seed = seed or self.hashed_id
         city_lat, city_lon = CITIES[_h(seed, "city") % len(CITIES)]
         self.places = []
         for i in range(3 + _h(seed, "n") % 4):
@@ -140,15 +144,79 @@ class SimulatedTracker:
         last = math.floor((end - self.phase) / self.period)
         return range(first, last + 1)
 
-    def payloads_between(self, start: float, end: float) -> list[str]:
+    def payloads_between(
+        self, start: float, end: float, encryptor: ReportEncryptor | None = None
+    ) -> list[str]:
+        encryptor = encryptor or self.encryptor
+        assert encryptor is not None
         out = []
         for slot in self.slots_between(start, end):
             fix = self.fix(slot)
             ts = fix.timestamp.timestamp()
             if start <= ts <= end:
                 long_format = _h(self.seed, "fmt", slot) % 4 == 0  # a quarter in 89 bytes
-                out.append(base64.b64encode(self.encryptor.encrypt(fix, long_format=long_format)))
+                out.append(base64.b64encode(encryptor.encrypt(fix, long_format=long_format)))
         return [p.decode() for p in out]
+
+
+class SimulatedAccessory(SimulatedTracker):
+    """A rolling-key accessory (AirTag): the same kind of itinerary, but each report is
+    encrypted to, and filed under, the primary key of the 15-minute index it was made in
+    (counted from pairing; this accessory's clock never drifts)."""
+
+    def __init__(self, accessory: FindMyAccessory) -> None:
+        identity = base64.b64encode(hashlib.sha256(b"accessory" + accessory.master_key).digest())
+        super().__init__(None, seed=identity.decode())
+        self.accessory = accessory
+        self.paired_at = accessory.paired_at.timestamp()
+        self.covered: tuple[int, int] | None = None  # indices whose keys are known
+        self._encryptors: dict[int, ReportEncryptor] = {}
+
+    def index_at(self, t: float) -> int:
+        return math.floor((t - self.paired_at) / ACCESSORY_INTERVAL)
+
+    def keys_for(self, first: int, last: int) -> dict[str, int]:
+        """Lookup ids of the primary keys of indices first..last (not yet covered)."""
+        first = max(first, 0)
+        out = {}
+        for index in range(first, last + 1):
+            if self.covered and self.covered[0] <= index <= self.covered[1]:
+                continue
+            key = next(k for k in self.accessory.keys_at(index) if k.key_type.name == "PRIMARY")
+            out[key.hashed_adv_key_b64] = index
+        lo, hi = (
+            (first, last)
+            if not self.covered
+            else (
+                min(first, self.covered[0]),
+                max(last, self.covered[1]),
+            )
+        )
+        self.covered = (lo, hi)
+        return out
+
+    def payloads_at(self, index: int, start: float, end: float) -> list[str]:
+        window_start = self.paired_at + index * ACCESSORY_INTERVAL
+        start = max(start, window_start)
+        end = min(end, window_start + ACCESSORY_INTERVAL - 1e-6)
+        if start > end:
+            return []
+        encryptor = self._encryptors.get(index)
+        if encryptor is None:
+            key = next(k for k in self.accessory.keys_at(index) if k.key_type.name == "PRIMARY")
+            encryptor = self._encryptors[index] = ReportEncryptor(key.adv_key_bytes)
+        return self.payloads_between(start, end, encryptor)
+
+
+@dataclass(frozen=True)
+class RollingKey:
+    """One primary key of a simulated accessory: answers like a tracker of its own."""
+
+    accessory: SimulatedAccessory
+    index: int
+
+    def payloads_between(self, start: float, end: float) -> list[str]:
+        return self.accessory.payloads_at(self.index, start, end)
 
 
 @dataclass
@@ -168,18 +236,28 @@ class AccountStats:
 
 
 class FindMySimulator:
-    """The server. `history_hours` bounds how far back reports go (Apple keeps 7 days)."""
+    """The server. `history_hours` bounds how far back reports go (Apple keeps 7 days).
+
+    The window slides with the clock, so old reports age out as they do at Apple. With
+    `anchored=True` it is anchored at the simulator's start instead: nothing ages out while
+    it runs, so a test can expect every report ever served to end up stored, even one that
+    a killed worker received and a later worker fetched again minutes later.
+    """
 
     def __init__(
         self,
         adv_keys: Iterable[bytes] = (),
         *,
         history_hours: float = 24,
-        key_loader: Callable[[], Iterable[bytes]] | None = None,
+        key_loader: Callable[[], Iterable[dict[str, Any]]] | None = None,
         slow_seconds: float = 7.0,
         latency: float = 0.0,
+        anchored: bool = False,
     ) -> None:
-        self.trackers: dict[str, SimulatedTracker] = {}
+        self.anchor = time.time() if anchored else None
+        self.trackers: dict[str, SimulatedTracker | RollingKey] = {}
+        self.accessories: dict[str, SimulatedAccessory] = {}
+        self._last_reload = -math.inf
         self.history_seconds = history_hours * 3600
         self.key_loader = key_loader
         self.slow_seconds = slow_seconds
@@ -191,6 +269,7 @@ class FindMySimulator:
         self.accounts: dict[str, AccountStats] = {}
         self.served: dict[str, set[str]] = {}  # hashed id -> payloads handed out
         self.requests = 0
+        self.max_ids_per_request = 0
         self.faults_served = 0
         self._lock = threading.Lock()
         self.add_keys(adv_keys)
@@ -204,6 +283,41 @@ class FindMySimulator:
                 self.trackers[tracker.hashed_id] = tracker
                 added += 1
         return added
+
+    def add_accessories(self, accessories: Iterable[FindMyAccessory]) -> int:
+        """Simulate rolling-key accessories; their keys are derived as time goes on."""
+        added = 0
+        for accessory in accessories:
+            simulated = SimulatedAccessory(accessory)
+            if simulated.seed in self.accessories:
+                continue
+            self.accessories[simulated.seed] = simulated
+            added += 1
+        self._cover_accessories()
+        return added
+
+    def add_material(self, materials: Iterable[dict[str, Any]]) -> int:
+        """Add trackers from findmy's own JSON (KeyPair or FindMyAccessory .to_json())."""
+        keys, accessories = [], []
+        for material in materials:
+            if material.get("type") == "accessory":
+                accessories.append(FindMyAccessory.from_json(material))
+            else:
+                keys.append(KeyPair.from_json(material).adv_key_bytes)  # type: ignore[arg-type]
+        return self.add_keys(keys) + self.add_accessories(accessories)
+
+    def _cover_accessories(self) -> None:
+        """Know the lookup ids of every accessory key from the history window to ahead."""
+        now = time.time()
+        oldest = (self.anchor or now) - self.history_seconds - ACCESSORY_INTERVAL
+        for accessory in list(self.accessories.values()):
+            first, last = accessory.index_at(oldest), accessory.index_at(now + ACCESSORY_LOOKAHEAD)
+            if accessory.covered and accessory.covered[1] >= accessory.index_at(now) + 4:
+                continue
+            ids = accessory.keys_for(first, last)
+            with self._lock:
+                for hashed_id, index in ids.items():
+                    self.trackers[hashed_id] = RollingKey(accessory, index)
 
     def set_fault(self, mode: str, count: int | None = None, ids: Iterable[str] = ()) -> None:
         if mode not in FAULT_MODES:
@@ -230,7 +344,9 @@ class FindMySimulator:
             return {
                 "requests": self.requests,
                 "faults_served": self.faults_served,
-                "trackers": len(self.trackers),
+                "max_ids_per_request": self.max_ids_per_request,
+                "trackers": sum(isinstance(t, SimulatedTracker) for t in self.trackers.values())
+                + len(self.accessories),
                 "reports_served": sum(len(p) for p in self.served.values()),
                 "id_overlaps": self.id_overlaps,
                 "ids_requested_twice": sum(1 for n in self.id_requests.values() if n > 1),
@@ -286,8 +402,14 @@ class FindMySimulator:
         return web.json_response({"added": self.add_keys(keys)})
 
     def _reload_keys(self) -> None:
-        if self.key_loader is not None:
-            self.add_keys(self.key_loader())
+        """Learn new trackers from the key loader (at most every few seconds), and derive
+        accessory keys as time moves on. Accessory requests always name unknown ids (the
+        secondary keys, which this simulator never files reports under)."""
+        now = time.monotonic()
+        if self.key_loader is not None and now - self._last_reload >= RELOAD_INTERVAL:
+            self._last_reload = now
+            self.add_material(self.key_loader())
+        self._cover_accessories()
 
     def _begin(self, dsid: str, ids: list[str]) -> AccountStats:
         now = time.monotonic()
@@ -298,6 +420,7 @@ class FindMySimulator:
                 self.ids_in_flight[i] += 1
                 self.id_requests[i] += 1
             self.requests += 1
+            self.max_ids_per_request = max(self.max_ids_per_request, len(ids))
             s = self.accounts.setdefault(dsid, AccountStats())
             s.requests += 1
             s.in_flight += 1
@@ -346,10 +469,11 @@ class FindMySimulator:
             return web.Response(status=200, text="")
         if fault == "bad_status":
             return web.json_response({"acsnLocations": {"statusCode": "500"}})
-        if any(i not in self.trackers for i in ids):
+        if any(i not in self.trackers for i in ids) or self.accessories:
             await asyncio.to_thread(self._reload_keys)
-        start = max(start, time.time() - self.history_seconds)
-        end = min(end, time.time())
+        now = time.time()
+        start = max(start, (self.anchor or now) - self.history_seconds)
+        end = min(end, now)
         located = []
         for hashed_id in ids:
             tracker = self.trackers.get(hashed_id)

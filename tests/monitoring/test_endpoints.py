@@ -18,7 +18,7 @@ from locations.models import LocationReport
 from monitoring.failures import record_failure
 from monitoring.models import FetchAttempt, ServiceInstance
 from trackers.api.views import NOTHING_TO_FETCH
-from trackers.models import AccountStatus, AppleAccount, Tracker, TrackerKind
+from trackers.models import AccountStatus, AppleAccount, Tracker
 from trackers.simulator import SimulatorThread
 
 from ..factories import AppleAccountFactory, ProductionRunFactory, TrackerFactory, UserFactory
@@ -310,7 +310,6 @@ def test_fetch_tracker_with_a_non_integer_id_is_not_found(staff: Client) -> None
     [
         ({"quarantined_at": dt.datetime(2025, 1, 1, tzinfo=dt.UTC)}, "quarantined"),
         ({"is_active": False}, "inactive"),
-        ({"kind": TrackerKind.ACCESSORY}, "accessory"),
         ({"claim_token": uuid.uuid4(), "claimed_by": "worker:b:7"}, "leased by worker:b:7"),
     ],
 )

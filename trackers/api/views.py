@@ -28,7 +28,7 @@ from trackers.fetching import (
     process_claim,
     release,
 )
-from trackers.models import Tracker, TrackerKind
+from trackers.models import Tracker
 from trackers.worker import worker_name
 
 log = logging.getLogger(__name__)
@@ -105,8 +105,6 @@ def why_not_fetchable(tracker: Tracker) -> str | None:
         )
     if not tracker.is_active:
         return f"tracker {tracker.pk} is inactive"
-    if tracker.kind != TrackerKind.STATIC:
-        return f"tracker {tracker.pk} is a rolling-key accessory: only static keys are fetched"
     if not Tracker.objects.eligible().filter(pk=tracker.pk).exists():  # the database clock
         run = tracker.production_run
         ends = f"{run.ends_at:%Y-%m-%d %H:%M}" if run.ends_at else "open"

@@ -9,27 +9,24 @@ from typing import Any
 from aiohttp import web
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections
-from findmy import KeyPair
 
 from trackers.keyfiles import parse_key_file
-from trackers.models import Tracker, TrackerKind
+from trackers.models import Tracker
 from trackers.simulator import ANISETTE_PATH, FAULT_MODES, FindMySimulator, account_state
 
 
-def database_keys() -> list[bytes]:
-    """Advertisement keys of the static trackers in the database (reloaded for new ids)."""
+def database_keys() -> list[dict[str, Any]]:
+    """Key material (findmy JSON) of the trackers in the database (reloaded for new ids)."""
     close_old_connections()
-    materials = Tracker.objects.filter(kind=TrackerKind.STATIC).values_list(
-        "key_material", flat=True
-    )
-    return [KeyPair.from_json(m).adv_key_bytes for m in materials]
+    return list(Tracker.objects.values_list("key_material", flat=True))
 
 
 class Command(BaseCommand):
     help = (
         "Run the local Find My network simulator. It answers findmy's fetch requests with "
-        "real encrypted reports for the keys it knows: the static trackers in the database "
-        "(default) or the key files given with --keys."
+        "real encrypted reports for the keys it knows: the trackers in the database "
+        "(default) or the key files given with --keys (static keys and rolling-key "
+        "accessories)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -55,15 +52,15 @@ class Command(BaseCommand):
         if not 0 < options["port"] < 65536:
             raise CommandError("--port must be between 1 and 65535")
         simulator = FindMySimulator(
-            self._file_keys(options["keys"]),
             history_hours=options["history_hours"],
             key_loader=None if options["keys"] else database_keys,
         )
-        if not options["keys"]:
-            simulator.add_keys(database_keys())
+        simulator.add_material(
+            self._file_keys(options["keys"]) if options["keys"] else database_keys()
+        )
         simulator.set_fault(options["fault"])
         self.stdout.write(
-            f"Find My simulator on {base} ({len(simulator.trackers)} trackers); "
+            f"Find My simulator on {base} ({simulator.stats()['trackers']} trackers); "
             f"fetch endpoint {base}/findmyservice/v2/fetch, anisette {base}{ANISETTE_PATH}"
         )
         web.run_app(
@@ -74,8 +71,8 @@ class Command(BaseCommand):
             access_log=None,
         )
 
-    def _file_keys(self, paths: list[str]) -> list[bytes]:
-        keys: list[bytes] = []
+    def _file_keys(self, paths: list[str]) -> list[dict[str, Any]]:
+        keys: list[dict[str, Any]] = []
         for path in paths:
             try:
                 text = Path(path).read_text(encoding="utf-8")
@@ -84,9 +81,5 @@ class Command(BaseCommand):
             entries, problems = parse_key_file(text, path)
             if problems:
                 raise CommandError(f"{path}: " + "; ".join(str(p) for p in problems[:5]))
-            keys += [
-                KeyPair.from_json(e.key_material).adv_key_bytes
-                for e in entries
-                if e.kind == TrackerKind.STATIC
-            ]
+            keys += [e.key_material for e in entries]
         return keys

@@ -1,0 +1,92 @@
+"""Rolling-key accessories (AirTags): which of their keys to ask Apple for, and how many.
+
+An accessory's primary key rolls over every 15 minutes (its index counts from pairing) and
+its secondary key once a day; findmy derives both from the master key. Apple files every
+report under the key that was current when it was made, so a fetch asks for the keys of
+every index since the previous fetch (plus an overlap for reports uploaded late), newest
+first, within the request's key budget. The accessory's alignment (the newest index seen in
+a report, and when) is updated from what comes back and saved with its key material.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from findmy import FindMyAccessory, KeyPair
+from findmy.keys import KeyPairType
+
+INTERVAL = dt.timedelta(minutes=15)
+# Reports reach Apple minutes to hours after they were made: ask again for the last hour.
+OVERLAP = dt.timedelta(hours=1)
+RETENTION = dt.timedelta(days=7)  # Apple keeps nothing older
+SECONDARY_KEYS = 3  # at most this many distinct secondary keys in a window under a day
+# An accessory's clock may run a little slow: the index at a moment is at most the one its
+# alignment predicts, and a few below it are asked for too.
+DRIFT_MARGIN = 2
+
+
+def estimated_keys(last_processed_at: dt.datetime | None, now: dt.datetime, cap: int) -> int:
+    """Keys an accessory needs in its next request, without its key material at hand.
+
+    The claim uses it to pack accessories and static keys into requests of at most `cap`
+    keys. A never-fetched accessory takes a whole request: the newest `cap` keys (about the
+    last 15 hours); older history is not asked for.
+    """
+    if last_processed_at is None:
+        return cap
+    span = max(now - last_processed_at, dt.timedelta()) + OVERLAP
+    return min(cap, math.ceil(span / INTERVAL) + 1 + DRIFT_MARGIN + SECONDARY_KEYS)
+
+
+@dataclass
+class KeyPlan:
+    """The lookup ids to send for one accessory, and how to read what comes back."""
+
+    primary: list[str] = field(default_factory=list)
+    secondary: list[str] = field(default_factory=list)
+    keys: dict[str, tuple[KeyPair, int]] = field(default_factory=dict)  # id -> key, newest index
+
+    def __len__(self) -> int:
+        return len(self.primary) + len(self.secondary)
+
+
+def load(material: dict[str, Any]) -> FindMyAccessory:
+    """The accessory from its saved JSON; ValueError if it is not one."""
+    try:
+        return FindMyAccessory.from_json(material)  # type: ignore[arg-type]
+    except (KeyError, ValueError, TypeError, AssertionError) as exc:
+        raise ValueError(f"unusable accessory key material: {exc!r}") from None
+
+
+def plan_keys(
+    accessory: FindMyAccessory,
+    since: dt.datetime | None,
+    now: dt.datetime,
+    budget: int,
+) -> KeyPlan:
+    """The keys of every index from `since` (less the overlap) to now, newest first, until
+    `budget` keys are taken. Secondary keys count against the budget too.
+
+    Indices come from the saved alignment (findmy's get_max_index): the newest is the one
+    the accessory reaches at `now` if its clock kept time since it was last seen, the
+    oldest the one it had at the start of the window, less a small margin for drift.
+    """
+    oldest = now - RETENTION if since is None else max(since - OVERLAP, now - RETENTION)
+    newest_index = accessory.get_max_index(now)
+    oldest_index = max(accessory.get_max_index(oldest) - DRIFT_MARGIN, 0)
+    plan = KeyPlan()
+    for index in range(newest_index, oldest_index - 1, -1):
+        fresh = [k for k in accessory.keys_at(index) if k.hashed_adv_key_b64 not in plan.keys]
+        if len(plan) + len(fresh) > budget:
+            break
+        for key in fresh:
+            hashed_id = key.hashed_adv_key_b64
+            plan.keys[hashed_id] = (key, index)
+            if key.key_type == KeyPairType.PRIMARY:
+                plan.primary.append(hashed_id)
+            else:
+                plan.secondary.append(hashed_id)
+    return plan
