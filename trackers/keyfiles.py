@@ -44,6 +44,17 @@ def entry_from_keypair(key: KeyPair, name: str, where: str = "") -> KeyEntry:
     return KeyEntry(where, name, "static", key.hashed_adv_key_b64, material)
 
 
+def entry_from_accessory(accessory: FindMyAccessory, name: str, where: str = "") -> KeyEntry:
+    material = dict(accessory.to_json())
+    material["name"] = name
+    master = bytes.fromhex(material["master_key"])
+    if len(master) != 28:
+        raise ValueError(f"master key is {len(master)} bytes, expected 28")
+    # A rolling-key accessory has no single lookup id; the master key's hash identifies it.
+    identity = base64.b64encode(hashlib.sha256(b"accessory" + master).digest()).decode()
+    return KeyEntry(where, name, "accessory", identity, material)
+
+
 def _from_mapping(obj: Any, where: str, default_name: str) -> KeyEntry:
     if not isinstance(obj, dict):
         raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
@@ -59,14 +70,7 @@ def _from_mapping(obj: Any, where: str, default_name: str) -> KeyEntry:
             accessory = FindMyAccessory.from_json(obj)
         except (KeyError, ValueError, TypeError, AssertionError) as exc:
             raise ValueError(f"not a valid findmy accessory: {exc!r}") from None
-        material = dict(accessory.to_json())
-        master = bytes.fromhex(material["master_key"])
-        if len(master) != 28:
-            raise ValueError(f"master key is {len(master)} bytes, expected 28")
-        name = str(accessory.name or default_name)
-        # A rolling-key accessory has no single lookup id; the master key's hash identifies it.
-        identity = base64.b64encode(hashlib.sha256(b"accessory" + master).digest()).decode()
-        return KeyEntry(where, name, "accessory", identity, material)
+        return entry_from_accessory(accessory, str(accessory.name or default_name), where)
     raise ValueError(f"unknown type {kind!r} (expected 'keypair' or 'accessory')")
 
 

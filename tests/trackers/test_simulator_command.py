@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import secrets
 import socket
 import subprocess
 import sys
@@ -11,10 +13,11 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
-from findmy import KeyPair
+from findmy import FindMyAccessory, KeyPair
 
 from locations.models import LocationReport
 from trackers.fetching import run_pass
+from trackers.models import Tracker, TrackerKind
 
 from ..factories import TrackerFactory
 from .test_reliability import ROOT, worker_env  # noqa: F401 - a fixture
@@ -40,8 +43,14 @@ def wait_for_port(port: int, timeout: float = 20) -> None:
 
 def test_simulator_command_serves_keys_from_a_file(tmp_path: Path, worker_env):  # noqa: F811
     keys = [KeyPair.new() for _ in range(3)]
+    airtag = FindMyAccessory(
+        master_key=secrets.token_bytes(28),
+        skn=secrets.token_bytes(32),
+        sks=secrets.token_bytes(32),
+        paired_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=2),
+    )
     key_file = tmp_path / "keys.json"
-    key_file.write_text(json.dumps([k.to_json() for k in keys]))
+    key_file.write_text(json.dumps([k.to_json() for k in keys] + [airtag.to_json()]))
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -71,8 +80,7 @@ def test_simulator_command_serves_keys_from_a_file(tmp_path: Path, worker_env): 
             "--fetch-endpoint",
             f"http://127.0.0.1:{port}",
         )
-        for key in keys:
-            TrackerFactory(key=key)
+        call_command("import_trackers", str(key_file))
         TrackerFactory()  # a key the simulator does not know: no reports, no error
 
         summary = run_pass("test")
@@ -84,4 +92,4 @@ def test_simulator_command_serves_keys_from_a_file(tmp_path: Path, worker_env): 
     assert summary.new == LocationReport.objects.count() > 0
     assert set(LocationReport.objects.values_list("tracker__hashed_adv_key", flat=True)) == {
         k.hashed_adv_key_b64 for k in keys
-    }
+    } | {Tracker.objects.get(kind=TrackerKind.ACCESSORY).hashed_adv_key}

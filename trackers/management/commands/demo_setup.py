@@ -9,10 +9,11 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
-from findmy import KeyPair
+from django.utils import timezone
+from findmy import FindMyAccessory, KeyPair
 
-from trackers.keyfiles import entry_from_keypair
-from trackers.models import AccountStatus, AppleAccount, ProductionRun, Tracker
+from trackers.keyfiles import entry_from_accessory, entry_from_keypair
+from trackers.models import AccountStatus, AppleAccount, ProductionRun, Tracker, TrackerKind
 from trackers.simulator import ANISETTE_PATH, account_state
 
 
@@ -20,7 +21,10 @@ class Command(BaseCommand):
     help = "Create (idempotently) the demo fleet and an admin user; print the credentials."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--trackers", type=int, default=60)
+        parser.add_argument("--trackers", type=int, default=60, help="static-key trackers")
+        parser.add_argument(
+            "--accessories", type=int, default=5, help="rolling-key accessories (AirTags)"
+        )
         parser.add_argument("--simulator-url", default="http://127.0.0.1:8765")
         parser.add_argument("--username", default="admin")
 
@@ -30,19 +34,35 @@ class Command(BaseCommand):
         run, _ = ProductionRun.objects.get_or_create(
             name="demo", defaults={"starts_at": dt.datetime(2024, 1, 1, tzinfo=dt.UTC)}
         )
-        missing = options["trackers"] - run.trackers.count()
-        trackers = []
-        for i in range(max(0, missing)):
-            entry = entry_from_keypair(KeyPair.new(), f"demo-{run.trackers.count() + i + 1:03d}")
-            trackers.append(
-                Tracker(
-                    name=entry.name,
-                    key_material=entry.key_material,
-                    hashed_adv_key=entry.hashed_adv_key,
-                    production_run=run,
-                )
+        static = run.trackers.filter(kind=TrackerKind.STATIC).count()
+        entries = [
+            entry_from_keypair(KeyPair.new(), f"demo-{static + i + 1:03d}")
+            for i in range(max(0, options["trackers"] - static))
+        ]
+        airtags = run.trackers.filter(kind=TrackerKind.ACCESSORY).count()
+        now = timezone.now()
+        entries += [
+            entry_from_accessory(
+                FindMyAccessory(
+                    master_key=secrets.token_bytes(28),
+                    skn=secrets.token_bytes(32),
+                    sks=secrets.token_bytes(32),
+                    paired_at=now - dt.timedelta(days=30 + i),
+                ),
+                f"airtag-{airtags + i + 1:02d}",
             )
-        Tracker.objects.bulk_create(trackers)
+            for i in range(max(0, options["accessories"] - airtags))
+        ]
+        Tracker.objects.bulk_create(
+            Tracker(
+                name=entry.name,
+                kind=entry.kind,
+                key_material=entry.key_material,
+                hashed_adv_key=entry.hashed_adv_key,
+                production_run=run,
+            )
+            for entry in entries
+        )
         AppleAccount.objects.update_or_create(
             name="demo-simulator",
             defaults={
@@ -58,6 +78,8 @@ class Command(BaseCommand):
         user.set_password(password)
         user.save()
         self.stdout.write(
-            f"demo fleet: {run.trackers.count()} trackers, account 'demo-simulator' -> {base}\n"
+            f"demo fleet: {run.trackers.count()} trackers "
+            f"({run.trackers.filter(kind=TrackerKind.ACCESSORY).count()} of them AirTags), "
+            f"account 'demo-simulator' -> {base}\n"
             f"admin login: username={user.username} password={password}"
         )
