@@ -86,6 +86,7 @@ class IngestFigures:
 # --- the fleet ------------------------------------------------------------------------------
 def build_fleet(n: int, reports_per_tracker: int, prefix: str = "bench-ingest") -> list[Batch]:
     """n trackers in the database (inactive: no fetch worker claims them) and their payloads."""
+    from django.utils import timezone
     from findmy import KeyPair
 
     from trackers.fetching import Claim, ClaimedTracker
@@ -132,6 +133,7 @@ def build_fleet(n: int, reports_per_tracker: int, prefix: str = "bench-ingest") 
             # What Claim.load_secrets() reads from the database before the fetch.
             key_material={t.id: dict(k.to_json()) for t, k in chunk},
         )
+        claim.plan_request(timezone.now())  # what process_claim() does before the request
         batches.append(Batch(claim, raw, {t.hashed_adv_key: k for t, k in chunk}))
     return batches
 
