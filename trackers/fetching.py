@@ -81,7 +81,7 @@ class Claim:
     devices: list[tuple[list[str], list[str]]] = field(default_factory=list)
     lookup: dict[str, tuple[int, KeyPair | None, int | None]] = field(default_factory=dict)
     accessories: dict[int, FindMyAccessory] = field(default_factory=dict)
-    aligned: set[int] = field(default_factory=set)  # accessories whose alignment moved
+    aligned: set[int] = field(default_factory=set)  # accessories that had reports: save them
 
     def load_secrets(self) -> None:
         self.account_state = AppleAccount.objects.values_list("state", flat=True).get(
@@ -348,11 +348,8 @@ def decrypt_all(
             report = decrypt_payload(payload, hashed_id, key)
             out.append((tracker_id, report))
             if index is not None:
-                accessory = claim.accessories[tracker_id]
-                before = accessory.to_json()
-                accessory.update_alignment(report.timestamp, index)
-                if accessory.to_json() != before:
-                    claim.aligned.add(tracker_id)
+                claim.accessories[tracker_id].update_alignment(report.timestamp, index)
+                claim.aligned.add(tracker_id)
         except PayloadError as exc:
             failures += 1
             record_failure(
@@ -377,8 +374,8 @@ def _keypair(material: dict[str, Any] | None) -> KeyPair:
 def finish(claim: Claim, new_state: dict[str, Any]) -> int:
     """Mark the batch processed, if the lease is still ours; free the account.
 
-    Accessories whose alignment moved get their key material saved again (findmy's advice:
-    after every fetch), in the same transaction as the rest of the finish.
+    Accessories that had reports get their key material saved again, alignment included
+    (findmy's advice: after every fetch), in the same transaction as the rest of the finish.
     """
     with transaction.atomic():
         for tracker_id in sorted(claim.aligned):

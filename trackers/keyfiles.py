@@ -9,13 +9,14 @@ from __future__ import annotations
 import base64
 import binascii
 import csv
-import hashlib
 import io
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from findmy import FindMyAccessory, KeyPair
+
+from . import rolling
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,7 @@ def entry_from_accessory(accessory: FindMyAccessory, name: str, where: str = "")
     master = bytes.fromhex(material["master_key"])
     if len(master) != 28:
         raise ValueError(f"master key is {len(master)} bytes, expected 28")
-    # A rolling-key accessory has no single lookup id; the master key's hash identifies it.
-    identity = base64.b64encode(hashlib.sha256(b"accessory" + master).digest()).decode()
-    return KeyEntry(where, name, "accessory", identity, material)
+    return KeyEntry(where, name, "accessory", rolling.identity(master), material)
 
 
 def _from_mapping(obj: Any, where: str, default_name: str) -> KeyEntry:

@@ -10,7 +10,9 @@ a report, and when) is updated from what comes back and saved with its key mater
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +28,16 @@ SECONDARY_KEYS = 3  # at most this many distinct secondary keys in a window unde
 # An accessory's clock may run a little slow: the index at a moment is at most the one its
 # alignment predicts, and a few below it are asked for too.
 DRIFT_MARGIN = 2
+
+
+def identity(master_key: bytes) -> str:
+    """A stable id for an accessory (it has no single lookup id): a hash of its master key."""
+    return base64.b64encode(hashlib.sha256(b"accessory" + master_key).digest()).decode()
+
+
+def primary_key(accessory: FindMyAccessory, index: int) -> KeyPair:
+    """The primary key of one 15-minute index."""
+    return next(k for k in accessory.keys_at(index) if k.key_type == KeyPairType.PRIMARY)
 
 
 def estimated_keys(last_processed_at: dt.datetime | None, now: dt.datetime, cap: int) -> int:

@@ -33,6 +33,7 @@ from typing import Any
 from aiohttp import web
 from findmy import FindMyAccessory, KeyPair
 
+from . import rolling
 from .payloads import Fix, ReportEncryptor
 
 FETCH_PATH = "/findmyservice/v2/fetch"
@@ -165,8 +166,7 @@ class SimulatedAccessory(SimulatedTracker):
     (counted from pairing; this accessory's clock never drifts)."""
 
     def __init__(self, accessory: FindMyAccessory) -> None:
-        identity = base64.b64encode(hashlib.sha256(b"accessory" + accessory.master_key).digest())
-        super().__init__(None, seed=identity.decode())
+        super().__init__(None, seed=rolling.identity(accessory.master_key))
         self.accessory = accessory
         self.paired_at = accessory.paired_at.timestamp()
         self.covered: tuple[int, int] | None = None  # indices whose keys are known
@@ -182,8 +182,7 @@ class SimulatedAccessory(SimulatedTracker):
         for index in range(first, last + 1):
             if self.covered and self.covered[0] <= index <= self.covered[1]:
                 continue
-            key = next(k for k in self.accessory.keys_at(index) if k.key_type.name == "PRIMARY")
-            out[key.hashed_adv_key_b64] = index
+            out[rolling.primary_key(self.accessory, index).hashed_adv_key_b64] = index
         lo, hi = (
             (first, last)
             if not self.covered
@@ -203,7 +202,7 @@ class SimulatedAccessory(SimulatedTracker):
             return []
         encryptor = self._encryptors.get(index)
         if encryptor is None:
-            key = next(k for k in self.accessory.keys_at(index) if k.key_type.name == "PRIMARY")
+            key = rolling.primary_key(self.accessory, index)
             encryptor = self._encryptors[index] = ReportEncryptor(key.adv_key_bytes)
         return self.payloads_between(start, end, encryptor)
 
