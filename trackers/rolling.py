@@ -91,11 +91,14 @@ def plan_keys(
     oldest_index = max(accessory.get_max_index(oldest) - DRIFT_MARGIN, 0)
     plan = KeyPlan()
     for index in range(newest_index, oldest_index - 1, -1):
-        fresh = [k for k in accessory.keys_at(index) if k.hashed_adv_key_b64 not in plan.keys]
-        if len(plan) + len(fresh) > budget:
-            break
-        for key in fresh:
+        # The primary key first: with a budget of one, the current primary key is asked for.
+        keys = sorted(accessory.keys_at(index), key=lambda k: k.key_type != KeyPairType.PRIMARY)
+        for key in keys:
             hashed_id = key.hashed_adv_key_b64
+            if hashed_id in plan.keys:
+                continue
+            if len(plan) >= budget:
+                return plan
             plan.keys[hashed_id] = (key, index)
             if key.key_type == KeyPairType.PRIMARY:
                 plan.primary.append(hashed_id)

@@ -89,6 +89,16 @@ def test_a_recently_fetched_accessory_asks_only_since_then_with_an_overlap():
     assert rolling.estimated_keys(now - dt.timedelta(minutes=30), now, 64) >= len(plan)
 
 
+@pytest.mark.parametrize("budget", [1, 2, 5])
+def test_a_small_budget_still_asks_for_the_current_key(budget):
+    accessory = new_accessory()
+    now = timezone.now()
+    plan = rolling.plan_keys(accessory, None, now, budget=budget)
+    current = rolling.primary_key(accessory, accessory.get_max_index(now)).hashed_adv_key_b64
+    assert len(plan) == budget
+    assert plan.primary[0] == current
+
+
 def test_the_estimate_never_exceeds_a_request():
     now = timezone.now()
     assert rolling.estimated_keys(None, now, 64) == 64
