@@ -2,9 +2,10 @@
 
 Workers run in many processes on many machines; in-process counters would only count the
 process that happens to serve the scrape (and prometheus_client's multiprocess mode only
-covers one machine). So the counters are the audit log: every fetch request leaves a
-FetchAttempt row, and a scrape counts them. Deleting old FetchAttempt rows makes the
-counters drop, which Prometheus treats as a counter reset.
+covers one machine). So the counters live in PostgreSQL: every fetch request is logged
+(monitoring.attempts.log_attempt) as a FetchAttempt row and added to a FetchTotal row by
+outcome and duration bucket; a scrape reads those few rows. Pruning old FetchAttempt rows
+leaves the counters alone.
 
 Served without authentication at /metrics for Prometheus scrapers: keep it on the internal
 network. Account names are the only labels that name anything; no key or token is read.
@@ -12,10 +13,9 @@ network. Account names are the only labels that name anything; no key or token i
 
 from __future__ import annotations
 
-import datetime as dt
+import itertools
 from collections.abc import Iterator
 
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -37,32 +37,29 @@ from .health import (
     queue_status,
     recent_instances,
 )
-from .models import FetchAttempt
+from .models import DURATION_BUCKETS, FetchTotal
 
 PREFIX = "trackerfleet"
-# Batch durations, seconds: a healthy request takes about a second; findmy retries an empty
-# answer for 30 s; the lease (PROCESSING_TIMEOUT) is minutes.
-DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 # Outcomes always exported (zero included), so rate() works before the first failure.
 KNOWN_OUTCOMES = ("ok", *(c for c, _ in FailureCategory.choices))
 
 
 def fetch_metrics() -> Iterator[Metric]:
-    duration = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
-    attempts = FetchAttempt.objects.annotate(duration=duration).order_by()
-    buckets = {
-        f"le_{i}": Count("id", filter=Q(duration__lte=dt.timedelta(seconds=le)))
-        for i, le in enumerate(DURATION_BUCKETS)
-    }
-    totals = attempts.aggregate(
-        count=Count("id"),
-        new=Sum("new_reports"),
-        duplicates=Sum("duplicate_reports"),
-        seconds=Sum("duration"),
-        **buckets,
+    rows = list(
+        FetchTotal.objects.values_list(
+            "outcome", "bucket", "requests", "new_reports", "duplicate_reports", "duration_seconds"
+        )
     )
     by_outcome = dict.fromkeys(KNOWN_OUTCOMES, 0)
-    by_outcome.update(attempts.values_list("outcome").annotate(n=Count("id")))
+    in_bucket = [0] * (len(DURATION_BUCKETS) + 1)
+    new = duplicates = 0
+    seconds = 0.0
+    for outcome, bucket, n, new_reports, duplicate_reports, duration in rows:
+        by_outcome[outcome] = by_outcome.get(outcome, 0) + n
+        in_bucket[min(bucket, len(DURATION_BUCKETS))] += n
+        new += new_reports
+        duplicates += duplicate_reports
+        seconds += duration
 
     requests = CounterMetricFamily(
         f"{PREFIX}_fetch_requests",
@@ -72,21 +69,19 @@ def fetch_metrics() -> Iterator[Metric]:
     for outcome, n in sorted(by_outcome.items()):
         requests.add_metric([outcome], n)
     yield requests
-    yield CounterMetricFamily(
-        f"{PREFIX}_reports_ingested", "Location reports stored.", value=totals["new"] or 0
-    )
+    yield CounterMetricFamily(f"{PREFIX}_reports_ingested", "Location reports stored.", value=new)
     yield CounterMetricFamily(
         f"{PREFIX}_reports_duplicate",
         "Location reports fetched again and already stored.",
-        value=totals["duplicates"] or 0,
+        value=duplicates,
     )
-    seconds = totals["seconds"].total_seconds() if totals["seconds"] else 0.0
+    cumulative = list(itertools.accumulate(in_bucket))
     yield HistogramMetricFamily(
         f"{PREFIX}_batch_duration_seconds",
         "Duration of one fetch request: claim to finish.",
         buckets=[
-            *((str(float(le)), totals[f"le_{i}"]) for i, le in enumerate(DURATION_BUCKETS)),
-            ("+Inf", totals["count"]),
+            *((str(float(le)), cumulative[i]) for i, le in enumerate(DURATION_BUCKETS)),
+            ("+Inf", cumulative[-1]),
         ],
         sum_value=seconds,
     )

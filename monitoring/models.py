@@ -82,6 +82,35 @@ class FetchAttempt(models.Model):
         return self.finished_at - self.started_at
 
 
+# Upper bounds (seconds) of the batch-duration histogram: a healthy request takes about a
+# second; findmy retries an empty answer for 30 s; the lease (PROCESSING_TIMEOUT) is minutes.
+DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class FetchTotal(models.Model):
+    """Running totals of every fetch attempt ever logged, by outcome and duration bucket.
+
+    /metrics reads these few rows instead of scanning FetchAttempt, and old FetchAttempt rows
+    can be pruned without the Prometheus counters going backwards. `bucket` is the index of
+    the smallest DURATION_BUCKETS bound the duration fits under (len(DURATION_BUCKETS): +Inf).
+    """
+
+    outcome = models.CharField(max_length=30)
+    bucket = models.PositiveSmallIntegerField()
+    requests = models.BigIntegerField(default=0)
+    new_reports = models.BigIntegerField(default=0)
+    duplicate_reports = models.BigIntegerField(default=0)
+    duration_seconds = models.FloatField(default=0.0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["outcome", "bucket"], name="fetchtotal_outcome_bucket")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.outcome} bucket {self.bucket}: {self.requests}"
+
+
 class Liveness(models.TextChoices):
     ALIVE = "alive", "Alive"
     STALE = "stale", "Stale"

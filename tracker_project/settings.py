@@ -243,6 +243,8 @@ BREAKER_COOLDOWN = env_int("BREAKER_COOLDOWN", 600, minimum=1)  # seconds the ci
 QUARANTINE_AFTER = env_int("QUARANTINE_AFTER", 5, minimum=1)  # failed fetches of one tracker
 WORKER_IDLE_SLEEP = env_int("WORKER_IDLE_SLEEP", 5, minimum=1)  # seconds between empty claims
 HEARTBEAT_INTERVAL = env_int("HEARTBEAT_INTERVAL", 60, minimum=1)
+# FetchAttempt rows (the audit log) older than this are pruned daily; /metrics keeps counting.
+FETCH_ATTEMPT_RETENTION_DAYS = env_int("FETCH_ATTEMPT_RETENTION_DAYS", 30, minimum=1)
 FETCH_REPORT_DAYS = 7  # what Apple keeps, and what findmy asks for
 
 # --- django-q2 --------------------------------------------------------------------------

@@ -31,8 +31,8 @@ from findmy import FindMyAccessory, KeyPair
 from findmy.keys import KeyPairType
 
 from locations.ingest import ingest
+from monitoring.attempts import log_attempt
 from monitoring.failures import record_failure
-from monitoring.models import FetchAttempt
 
 from . import rolling
 from .findmy_client import FailureCategory, FetchError, ReportSource
@@ -571,7 +571,7 @@ def _quarantine_unusable(claim: Claim, tracker: ClaimedTracker, reason: str) -> 
 
 
 def _log_attempt(claim: Claim, started: dt.datetime, result: BatchResult) -> None:
-    FetchAttempt.objects.create(
+    log_attempt(
         account_id=claim.account_id,
         worker=claim.worker,
         started_at=started,
@@ -581,7 +581,7 @@ def _log_attempt(claim: Claim, started: dt.datetime, result: BatchResult) -> Non
         new_reports=result.new,
         duplicate_reports=result.duplicates,
         failed_reports=result.failures if result.outcome == "ok" else 0,
-        error=result.error[:2000],
+        error=result.error,
     )
 
 

@@ -1,4 +1,5 @@
-"""The django-q2 schedules that drive fetching from `manage.py qcluster`, created idempotently."""
+"""The django-q2 schedules run by `manage.py qcluster` (fetching, and pruning the audit log),
+created idempotently by migrations."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ SCHEDULES: dict[str, dict[str, Any]] = {
         "schedule_type": "I",  # Schedule.MINUTES
         "minutes": 1,
         "repeats": -1,  # forever
+    },
+    "prune-fetch-attempts": {
+        "func": "monitoring.tasks.prune_fetch_attempts",
+        "schedule_type": "D",  # Schedule.DAILY
+        "repeats": -1,
     },
 }
 

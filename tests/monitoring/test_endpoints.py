@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from locations.models import LocationReport
+from monitoring.attempts import log_attempt
 from monitoring.failures import record_failure
 from monitoring.models import FetchAttempt, ServiceInstance
 from trackers.api.views import NOTHING_TO_FETCH
@@ -47,8 +48,8 @@ def instance(name: str, beat: dt.datetime, **fields: Any) -> ServiceInstance:
 
 def attempt(account: AppleAccount, outcome: str, seconds: float, new: int = 0, dup: int = 0):
     started = ago(minutes=5)
-    return FetchAttempt.objects.create(
-        account=account,
+    return log_attempt(
+        account_id=account.pk,
         worker="w",
         started_at=started,
         finished_at=started + dt.timedelta(seconds=seconds),
