@@ -116,10 +116,6 @@ class Claim:
                 self.lookup[hashed_id] = (tracker.id, key, index if primary else None)
         return unusable
 
-    @property
-    def key_count(self) -> int:
-        return sum(len(p) + len(s) for p, s in self.devices)
-
 
 @dataclass
 class BatchResult:
@@ -527,10 +523,9 @@ def process_claim(claim: Claim, stop: threading.Event | None = None) -> BatchRes
     for tracker, reason in claim.plan_request(database_now()):
         _quarantine_unusable(claim, tracker, reason)
         result.failures += 1
-    if not claim.devices:  # nothing left that can be asked for
+    if not claim.devices:  # nothing left that can be asked for: no request is sent
         release(claim)
         result.outcome = FailureCategory.INVALID_KEY
-        _log_attempt(claim, started, result)
         return result
     try:
         raw, state, result.requests = fetch_with_retries(claim, stop)

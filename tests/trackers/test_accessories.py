@@ -15,7 +15,7 @@ from findmy import FindMyAccessory
 from findmy.keys import KeyPairType
 
 from locations.models import LocationReport
-from monitoring.models import FailureRecord
+from monitoring.models import FailureRecord, FetchAttempt
 from trackers import rolling
 from trackers.fetching import run_pass
 from trackers.models import Tracker, TrackerKind
@@ -193,3 +193,17 @@ def test_unusable_accessory_key_material_is_quarantined_not_fatal(
     assert failure.category == "invalid_key"
     assert LocationReport.objects.filter(tracker=good).exists()
     assert summary.failures == 1
+
+
+def test_a_batch_of_only_unusable_keys_sends_no_request(simulator, sim_account, tmp_path):
+    [bad] = import_accessories(tmp_path, simulator, [new_accessory()])
+    Tracker.objects.filter(pk=bad.pk).update(key_material={"type": "accessory"})
+
+    run_pass("test")
+
+    bad.refresh_from_db()
+    assert bad.quarantined_at is not None
+    assert simulator.simulator.stats()["requests"] == 0
+    assert not FetchAttempt.objects.exists()
+    sim_account.refresh_from_db()
+    assert sim_account.request_token is None  # the account is free again
