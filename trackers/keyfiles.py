@@ -17,6 +17,7 @@ from typing import Any
 from findmy import FindMyAccessory, KeyPair
 
 from . import rolling
+from .models import Tracker
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,16 @@ class KeyEntry:
     kind: str  # TrackerKind value
     hashed_adv_key: str
     key_material: dict[str, Any]
+
+    def to_tracker(self, **fields: Any) -> Tracker:
+        """An unsaved Tracker with these keys; `fields` sets the rest (run, owner)."""
+        return Tracker(
+            name=self.name,
+            kind=self.kind,
+            key_material=self.key_material,
+            hashed_adv_key=self.hashed_adv_key,
+            **fields,
+        )
 
 
 @dataclass(frozen=True)

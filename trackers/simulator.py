@@ -60,7 +60,7 @@ CITIES = [
     (48.1351, 11.5820),  # Munich
     (47.3769, 8.5417),  # Zurich
 ]
-ACCESSORY_INTERVAL = 15 * 60  # an accessory's primary key rolls over every 15 minutes
+ACCESSORY_INTERVAL = rolling.INTERVAL.total_seconds()  # an accessory's primary key rolls over
 ACCESSORY_LOOKAHEAD = 6 * 3600  # keys of accessories are derived this far ahead
 RELOAD_INTERVAL = 5.0  # seconds between two looks at the key loader for unknown ids
 SEGMENT_SECONDS = 3 * 3600  # an itinerary step: dwell at a place, then travel to the next
@@ -183,15 +183,8 @@ class SimulatedAccessory(SimulatedTracker):
             if self.covered and self.covered[0] <= index <= self.covered[1]:
                 continue
             out[rolling.primary_key(self.accessory, index).hashed_adv_key_b64] = index
-        lo, hi = (
-            (first, last)
-            if not self.covered
-            else (
-                min(first, self.covered[0]),
-                max(last, self.covered[1]),
-            )
-        )
-        self.covered = (lo, hi)
+        lo, hi = self.covered or (first, last)
+        self.covered = (min(first, lo), max(last, hi))
         return out
 
     def payloads_at(self, index: int, start: float, end: float) -> list[str]:

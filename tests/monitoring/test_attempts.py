@@ -10,28 +10,19 @@ from django.test import Client
 from django.utils import timezone
 from django_q.models import Schedule
 
-from monitoring.attempts import duration_bucket, log_attempt, prune_attempts
+from monitoring.attempts import duration_bucket, prune_attempts
 from monitoring.models import DURATION_BUCKETS, FetchAttempt, FetchTotal
 from monitoring.tasks import prune_fetch_attempts
 
 from ..factories import AppleAccountFactory
-from .test_endpoints import scrape
+from .test_endpoints import attempt, scrape
 
 pytestmark = pytest.mark.django_db
 
 
 def logged(days_ago: float, seconds: float = 1.0, outcome: str = "ok", new: int = 2) -> None:
-    account = AppleAccountFactory()
     started = timezone.now() - dt.timedelta(days=days_ago)
-    log_attempt(
-        account_id=account.pk,
-        worker="w",
-        started_at=started,
-        finished_at=started + dt.timedelta(seconds=seconds),
-        trackers=64,
-        outcome=outcome,
-        new_reports=new,
-    )
+    attempt(AppleAccountFactory(), outcome, seconds, new=new, started=started)
 
 
 @pytest.mark.parametrize(

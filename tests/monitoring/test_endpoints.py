@@ -46,8 +46,15 @@ def instance(name: str, beat: dt.datetime, **fields: Any) -> ServiceInstance:
     )
 
 
-def attempt(account: AppleAccount, outcome: str, seconds: float, new: int = 0, dup: int = 0):
-    started = ago(minutes=5)
+def attempt(
+    account: AppleAccount,
+    outcome: str,
+    seconds: float,
+    new: int = 0,
+    dup: int = 0,
+    started: dt.datetime | None = None,
+):
+    started = started or ago(minutes=5)
     return log_attempt(
         account_id=account.pk,
         worker="w",

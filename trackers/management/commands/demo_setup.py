@@ -53,16 +53,7 @@ class Command(BaseCommand):
             )
             for i in range(max(0, options["accessories"] - airtags))
         ]
-        Tracker.objects.bulk_create(
-            Tracker(
-                name=entry.name,
-                kind=entry.kind,
-                key_material=entry.key_material,
-                hashed_adv_key=entry.hashed_adv_key,
-                production_run=run,
-            )
-            for entry in entries
-        )
+        Tracker.objects.bulk_create(entry.to_tracker(production_run=run) for entry in entries)
         AppleAccount.objects.update_or_create(
             name="demo-simulator",
             defaults={

@@ -48,14 +48,7 @@ class Command(BaseCommand):
                 ).values_list("hashed_adv_key", flat=True)
             )
             new = [
-                Tracker(
-                    name=e.name,
-                    kind=e.kind,
-                    key_material=e.key_material,
-                    hashed_adv_key=e.hashed_adv_key,
-                    production_run=run,
-                    owner=owner,
-                )
+                e.to_tracker(production_run=run, owner=owner)
                 for e in entries
                 if e.hashed_adv_key not in known
             ]
