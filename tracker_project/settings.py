@@ -246,6 +246,18 @@ HEARTBEAT_INTERVAL = env_int("HEARTBEAT_INTERVAL", 60, minimum=1)
 # FetchAttempt rows (the audit log) older than this are pruned daily; /metrics keeps counting.
 FETCH_ATTEMPT_RETENTION_DAYS = env_int("FETCH_ATTEMPT_RETENTION_DAYS", 30, minimum=1)
 FETCH_REPORT_DAYS = 7  # what Apple keeps, and what findmy asks for
+# Hosts (besides loopback) an account's fetch and anisette endpoints may name. Every endpoint
+# must be https:// unless its host is loopback or listed here; the check runs when an account
+# is added and again before every request (an account's tokens go to that host).
+FINDMY_ALLOWED_ENDPOINT_HOSTS = [
+    h.strip().lower() for h in env.list("FINDMY_ALLOWED_ENDPOINT_HOSTS", default=[]) if h.strip()
+]
+# A report stamped more than this many seconds in the future (a finder's clock) is refused.
+REPORT_CLOCK_TOLERANCE_SECONDS = env_int("REPORT_CLOCK_TOLERANCE_SECONDS", 300)
+# Seconds an idle or failing worker waits before its next claim after an unexpected error.
+WORKER_ERROR_BACKOFF = env_int("WORKER_ERROR_BACKOFF", 5, minimum=1)
+# Service instances whose last heartbeat is older than this are deleted (daily schedule).
+SERVICE_INSTANCE_RETENTION_HOURS = env_int("SERVICE_INSTANCE_RETENTION_HOURS", 24, minimum=1)
 
 # --- django-q2 --------------------------------------------------------------------------
 Q_CLUSTER = {

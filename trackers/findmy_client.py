@@ -38,6 +38,9 @@ class FailureCategory(models.TextChoices):
     DECRYPT = "decrypt", "Decryption"
     INVALID_PAYLOAD = "invalid_payload", "Invalid payload"
     INVALID_KEY = "invalid_key", "Invalid key material"
+    INVALID_REPORT = "invalid_report", "Invalid report"  # decrypted, but impossible: not stored
+    ENDPOINT = "endpoint", "Endpoint not allowed"  # refused before any request was sent
+    UNEXPECTED = "unexpected", "Unexpected error"  # a bug or an unknown fault: traceback kept
 
 
 # Worth another try soon: the fault is likely gone in seconds.

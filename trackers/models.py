@@ -76,12 +76,16 @@ class AppleAccount(models.Model):
     name = models.CharField(max_length=100, unique=True)
     # findmy's AsyncAppleAccount.to_json(): tokens and the Apple password. Encrypted at rest.
     state = EncryptedJSONField(editable=False)
+    # Not secret: a masked Apple ID (j***@example.com) the admin shows instead of decrypting.
+    apple_id_hint = models.CharField(max_length=200, blank=True)
+    # The anisette server every request of this account uses (the one source: the copy inside
+    # `state` is overridden with it). Set only by add_apple_account; see endpoints.py.
     anisette_url = models.URLField(max_length=500)
     fetch_endpoint = models.URLField(
         max_length=500,
         blank=True,
         help_text="Overrides Apple's fetch endpoint, e.g. to point the account at the local "
-        "Find My network simulator. Empty: Apple's own.",
+        "Find My network simulator. Empty: Apple's own. Set only by add_apple_account.",
     )
     status = models.CharField(
         max_length=20, choices=AccountStatus.choices, default=AccountStatus.ACTIVE
@@ -231,6 +235,10 @@ class Tracker(models.Model):
 
     class Meta:
         ordering = ["name"]
+        permissions = [
+            ("fetch_now", "Can fetch trackers now (fetch control endpoints)"),
+            ("reset_queue", "Can reset the fetch queue"),
+        ]
         constraints = [
             # Import matches keys by it; the worker maps Apple's answers back by it. (A
             # constraint, not unique=True, which would add a LIKE index nobody uses.)
@@ -261,6 +269,17 @@ class Tracker(models.Model):
     @property
     def is_leased(self) -> bool:
         return bool(self.lease_until and self.lease_until >= timezone.now())
+
+
+def mask_apple_id(username: str) -> str:
+    """A hint an operator may see: `j***@example.com`, `+49***89` for a phone number."""
+    username = (username or "").strip()
+    if not username:
+        return ""
+    local, at, domain = username.partition("@")
+    if at:
+        return f"{local[:1]}***@{domain}"
+    return f"{username[:3]}***{username[-2:]}" if len(username) > 6 else "***"
 
 
 def account_state_summary(state: dict[str, Any]) -> str:

@@ -17,6 +17,11 @@ SCHEDULES: dict[str, dict[str, Any]] = {
         "schedule_type": "D",  # Schedule.DAILY
         "repeats": -1,
     },
+    "prune-service-instances": {
+        "func": "monitoring.tasks.prune_service_instances",
+        "schedule_type": "D",  # Schedule.DAILY
+        "repeats": -1,
+    },
 }
 
 
