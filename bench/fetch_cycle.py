@@ -6,7 +6,7 @@
 The Find My simulator runs in its own process (it must not share a GIL with the workers),
 serving real encrypted reports (24 hours of history: ~24 reports a tracker) for N trackers
 created with real keys. Each worker is a separate process that runs
-`trackers.fetching.run_pass()` until no due tracker is left, with as many simulator accounts
+`trackers.worker.run_pass()` until no due tracker is left, with as many simulator accounts
 as the largest worker count and no minimum interval between an account's requests.
 
 Measured:
@@ -50,15 +50,15 @@ CYCLE_GOAL_SECONDS = 60
 CLAIM_GOAL_MS = 10
 CLAIM_BUDGET_SECONDS = 10  # per claim measurement: fewer claims (at least 5) when they are slow
 # The worker's steps, timed inside each worker process by wrapping these names of
-# trackers.fetching (instrumentation only: the functions themselves run unchanged).
-STAGES = ("claim_work", "fetch_with_retries", "decrypt_all", "ingest", "finish", "_log_attempt")
+# trackers.worker and trackers.fetch (instrumentation only: the functions run unchanged).
+STAGES = ("claim_work", "fetch_with_retries", "decrypt_all", "ingest", "finish", "log_attempt")
 STAGE_LABELS = {
     "claim_work": "claim",
     "fetch_with_retries": "fetch (HTTP)",
     "decrypt_all": "decrypt",
     "ingest": "ingest",
     "finish": "finish",
-    "_log_attempt": "log attempt",
+    "log_attempt": "log attempt",
 }
 
 
@@ -67,7 +67,7 @@ def simulator_main(keys_path: str, history_hours: float, queue: mp.Queue, stop: 
     sys.path.insert(0, str(_setup.REPO_ROOT))
     from aiohttp import web
 
-    from trackers.simulator import FindMySimulator
+    from findmy_sim.simulator import FindMySimulator
 
     t0 = time.perf_counter()
     keys = [base64.b64decode(line) for line in Path(keys_path).read_text().split()]
@@ -141,13 +141,14 @@ def worker_main(db_name: str, name: str, start: mp.Event, queue: mp.Queue) -> No
     _setup.setup_django(db_name)
     from django.db import connection
 
-    import trackers.fetching as fetching
+    import trackers.fetch as fetch
+    import trackers.worker as worker
 
     stage_seconds = {s: 0.0 for s in STAGES}
     claim_ms: list[float] = []  # every claim that got work, in order
 
-    def wrap(stage: str):
-        inner = getattr(fetching, stage)
+    def wrap(module, stage: str):
+        inner = getattr(module, stage)
 
         def timed(*args, **kwargs):
             t0 = time.perf_counter()
@@ -163,9 +164,10 @@ def worker_main(db_name: str, name: str, start: mp.Event, queue: mp.Queue) -> No
 
         return timed
 
-    for stage in STAGES:
-        if hasattr(fetching, stage):
-            setattr(fetching, stage, wrap(stage))
+    for module in (worker, fetch):
+        for stage in STAGES:
+            if hasattr(module, stage):
+                setattr(module, stage, wrap(module, stage))
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         backend = cursor.fetchone()[0]
@@ -173,7 +175,7 @@ def worker_main(db_name: str, name: str, start: mp.Event, queue: mp.Queue) -> No
     start.wait()
     wall0, cpu0, db0 = time.perf_counter(), time.process_time(), _setup.proc_cpu_seconds(backend)
     try:
-        summary = fetching.run_pass(name, wait_for_accounts=False)
+        summary = worker.run_pass(name, wait_for_accounts=False)
     except Exception as exc:
         queue.put(("error", name, f"{type(exc).__name__}: {exc}"))
         raise
@@ -224,8 +226,8 @@ def create_trackers(keys: list, first: int = 0) -> None:
 
 
 def create_accounts(base_url: str, count: int) -> None:
+    from findmy_sim.simulator import account_state
     from trackers.models import AppleAccount
-    from trackers.simulator import account_state
 
     AppleAccount.objects.all().delete()
     anisette = base_url + "/anisette"
@@ -479,7 +481,7 @@ def measure_claims(fleet: int, state: str, n: int, **claim_kwargs: object) -> Cl
     """Time n claims (each released again), each statement on its own, and EXPLAIN the SELECT."""
     from django.db import connection, transaction
 
-    from trackers.fetching import claim_work, release
+    from trackers.queue import claim_work, release
 
     current: list[tuple[str, float]] = []
     captured: dict[str, tuple[str, object]] = {}
@@ -536,7 +538,7 @@ def measure_claims(fleet: int, state: str, n: int, **claim_kwargs: object) -> Cl
 
 def claim_suite(fleet: int, n: int) -> list[ClaimFigures]:
     """The claim at the start of a cycle, half way through it, and once it is over (idle)."""
-    from trackers.fetching import database_now
+    from trackers.queue import database_now
 
     reset_queue()
     out = [measure_claims(fleet, "fresh: all due, vacuumed", n)]

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from findmy import KeyPair
 
+from findmy_sim.simulator import FindMySimulator, SimulatorThread
 from trackers.models import AppleAccount, Tracker
-from trackers.simulator import FindMySimulator, SimulatorThread
 
 from .factories import AppleAccountFactory, TrackerFactory
 

@@ -8,8 +8,8 @@ import factory
 from django.contrib.auth import get_user_model
 from findmy import KeyPair
 
-from trackers.models import AppleAccount, ProductionRun, Tracker
-from trackers.simulator import account_state
+from findmy_sim.simulator import account_state
+from trackers.models import AppleAccount, ProductionRun, Tracker, mask_apple_id
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -48,3 +48,4 @@ class AppleAccountFactory(factory.django.DjangoModelFactory):
     name = factory.Sequence(lambda n: f"account-{n}")
     anisette_url = "http://127.0.0.1:9/anisette"
     state = factory.LazyAttribute(lambda o: account_state(o.anisette_url, f"{o.name}@example.com"))
+    apple_id_hint = factory.LazyAttribute(lambda o: mask_apple_id(f"{o.name}@example.com"))

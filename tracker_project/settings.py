@@ -99,6 +99,7 @@ INSTALLED_APPS = [
     "locations",
     "geofences",
     "monitoring",
+    "findmy_sim",
 ]
 
 MIDDLEWARE = [

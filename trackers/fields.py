@@ -1,4 +1,9 @@
-"""Model fields whose values are encrypted at rest (Fernet, keys from FIELD_ENCRYPTION_KEY)."""
+"""Model fields whose values are encrypted at rest (Fernet, keys from FIELD_ENCRYPTION_KEY).
+
+FIELD_ENCRYPTION_KEY holds one or more keys: the first encrypts, every one decrypts. A key is
+rotated by prepending a new one and running `manage.py rotate_encryption_key`, which uses
+`encrypted_fields()`, `is_current()` and `rotate_token()` below.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from functools import lru_cache
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
@@ -20,6 +26,28 @@ def _fernet(keys: tuple[str, ...]) -> MultiFernet:
 
 def fernet() -> MultiFernet:
     return _fernet(tuple(settings.FIELD_ENCRYPTION_KEYS))
+
+
+@lru_cache(maxsize=4)
+def _first(key: str) -> Fernet:
+    return Fernet(key)
+
+
+def is_current(token: str) -> bool:
+    """Whether `token` was written with the first (current) key of FIELD_ENCRYPTION_KEY."""
+    try:
+        _first(settings.FIELD_ENCRYPTION_KEYS[0]).decrypt(token.encode())
+    except InvalidToken:
+        return False
+    return True
+
+
+def rotate_token(token: str) -> str:
+    """`token` re-encrypted with the first key: same plaintext, same timestamp.
+
+    Works on the ciphertext alone (no JSON round trip). InvalidToken if no key decrypts it.
+    """
+    return fernet().rotate(token.encode()).decode()
 
 
 def encrypt_text(value: str) -> str:
@@ -55,3 +83,16 @@ class EncryptedJSONField(models.TextField):
     def value_to_string(self, obj: models.Model) -> str:
         # dumpdata/serializers get the ciphertext, never the plain value.
         return self.get_prep_value(self.value_from_object(obj)) or ""
+
+
+def encrypted_fields() -> list[tuple[type[models.Model], EncryptedJSONField]]:
+    """Every EncryptedJSONField of the installed models, each once (where its column is)."""
+    found = []
+    for model in apps.get_models():
+        if model._meta.proxy or not model._meta.managed:
+            continue
+        # local_concrete_fields: a multi-table child does not list its parent's columns again.
+        for field in model._meta.local_concrete_fields:
+            if isinstance(field, EncryptedJSONField):
+                found.append((model, field))
+    return sorted(found, key=lambda mf: (mf[0]._meta.label, mf[1].name))

@@ -23,8 +23,9 @@ from findmy.errors import (
     UnhandledProtocolError,
 )
 
-from .simulator import FETCH_PATH
+from .endpoints import EndpointNotAllowed, check_endpoint
 
+FETCH_PATH = "/findmyservice/v2/fetch"  # Apple's, on a fetch endpoint override
 MAX_KEYS_PER_REQUEST = 64  # larger requests were seen to come back with partial data
 
 
@@ -113,6 +114,16 @@ def fetch_url(override: str) -> str:
     return override
 
 
+def check_endpoints(fetch_endpoint: str, anisette_url: str) -> None:
+    """FetchError (category endpoint) unless both may receive the account's credentials."""
+    try:
+        if fetch_endpoint:
+            check_endpoint(fetch_url(fetch_endpoint), what="fetch endpoint")
+        check_endpoint(anisette_url, what="anisette server")
+    except EndpointNotAllowed as exc:
+        raise FetchError(FailureCategory.ENDPOINT, str(exc)) from None
+
+
 class ReportSource:
     """One Apple account, opened from its saved state, that fetches encrypted reports.
 
@@ -120,9 +131,16 @@ class ReportSource:
     account row does the same). Use as `async with ReportSource(...) as source`.
     """
 
-    def __init__(self, state: dict[str, Any], fetch_endpoint: str = "") -> None:
+    def __init__(
+        self, state: dict[str, Any], fetch_endpoint: str = "", anisette_url: str = ""
+    ) -> None:
+        # Every request goes through here: the account's tokens go to the fetch endpoint and
+        # its anisette server only if they may (endpoints.py), whatever a row says.
+        check_endpoints(fetch_endpoint, anisette_url)
+        # The account row's anisette_url is the one source of the anisette server.
+        anisette = {**(state.get("anisette") or {}), "type": "aniRemote", "url": anisette_url}
         try:
-            self._account = _Account.from_json(state)
+            self._account = _Account.from_json({**state, "anisette": anisette})
         except (KeyError, ValueError, TypeError, AssertionError) as exc:
             raise FetchError(FailureCategory.AUTH, f"unusable account state: {exc!r}") from None
         if fetch_endpoint:

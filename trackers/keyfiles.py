@@ -1,7 +1,7 @@
 """Reading tracker keys from files: findmy's own JSON (objects, lists, JSON lines) and CSV.
 
-Every entry is validated before anything is written; a problem is reported with its line
-(or list index) and reason.
+Every entry is validated before anything is written (keys, and names the `Tracker.name`
+column can hold); a problem is reported with its line (or list index) and reason.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import binascii
 import csv
 import io
 import json
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,13 +51,31 @@ class KeyProblem:
         return f"{self.where}: {self.reason}"
 
 
+def check_name(name: str) -> str:
+    """`name` if a Tracker can be named so; a ValueError saying why not."""
+    limit = Tracker._meta.get_field("name").max_length
+    if len(name) > limit:
+        raise ValueError(f"name is {len(name)} characters, at most {limit}")
+    for char in name:
+        # PostgreSQL text cannot hold NUL; other control characters would end up in logs,
+        # CSV exports and the admin; a lone surrogate (from a JSON escape) cannot be encoded.
+        category = unicodedata.category(char)
+        if category == "Cc":
+            raise ValueError(f"name contains the control character U+{ord(char):04X}")
+        if category == "Cs":
+            raise ValueError(f"name contains U+{ord(char):04X}, a lone surrogate (not text)")
+    return name
+
+
 def entry_from_keypair(key: KeyPair, name: str, where: str = "") -> KeyEntry:
+    name = check_name(name)
     material = dict(key.to_json())
     material["name"] = name
     return KeyEntry(where, name, "static", key.hashed_adv_key_b64, material)
 
 
 def entry_from_accessory(accessory: FindMyAccessory, name: str, where: str = "") -> KeyEntry:
+    name = check_name(name)
     material = dict(accessory.to_json())
     material["name"] = name
     master = bytes.fromhex(material["master_key"])
@@ -114,7 +133,7 @@ def parse_key_file(text: str, filename: str = "") -> tuple[list[KeyEntry], list[
         _parse_csv(stripped, entries, problems)
     elif stripped[0] == "[":
         try:
-            items = json.loads(stripped)
+            items = _loads(stripped)
         except json.JSONDecodeError as exc:
             return [], [KeyProblem(f"line {exc.lineno}", f"invalid JSON: {exc.msg}")]
         for i, obj in enumerate(items):
@@ -130,9 +149,16 @@ def parse_key_file(text: str, filename: str = "") -> tuple[list[KeyEntry], list[
     return entries, problems
 
 
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except RecursionError:  # "[[[[..." deeper than the interpreter's stack
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
+
+
 def _parse_json_objects(text: str, entries: list[KeyEntry], problems: list[KeyProblem]) -> None:
     try:  # a single (possibly pretty-printed) object
-        obj = json.loads(text)
+        obj = _loads(text)
     except json.JSONDecodeError:
         obj = None
     if isinstance(obj, dict):
@@ -143,7 +169,7 @@ def _parse_json_objects(text: str, entries: list[KeyEntry], problems: list[KeyPr
             continue
         where = f"line {lineno}"
         try:
-            item = json.loads(line)
+            item = _loads(line)
         except json.JSONDecodeError as exc:
             problems.append(KeyProblem(where, f"invalid JSON: {exc.msg}"))
             continue
@@ -157,19 +183,29 @@ def _parse_json_objects(text: str, entries: list[KeyEntry], problems: list[KeyPr
 
 def _parse_csv(text: str, entries: list[KeyEntry], problems: list[KeyProblem]) -> None:
     reader = csv.DictReader(io.StringIO(text))
-    header = [h.strip().lower() for h in reader.fieldnames or []]
-    if header[:2] != ["name", "private_key"]:
-        problems.append(KeyProblem("line 1", "CSV header must be 'name,private_key'"))
-        return
-    for row in reader:
-        where = f"line {reader.line_num}"
-        values = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
-        name = values.get("name") or f"tracker-{reader.line_num}"
+    try:
+        header = [h.strip().lower() for h in reader.fieldnames or []]
+        if header[:2] != ["name", "private_key"]:
+            problems.append(KeyProblem("line 1", "CSV header must be 'name,private_key'"))
+            return
+        for row in reader:
+            _csv_row(row, reader.line_num, entries, problems)
+    except csv.Error as exc:  # a field over the csv module's size limit, say
+        problems.append(KeyProblem(f"line {reader.line_num}", f"invalid CSV: {exc}"))
 
-        def parse(v: dict[str, str] = values, n: str = name, w: str = where) -> KeyEntry:
-            return entry_from_keypair(KeyPair(_private_key_bytes(v.get("private_key", ""))), n, w)
 
-        _entry(parse, where, entries, problems)
+def _csv_row(
+    row: dict[str, str | None], line: int, entries: list[KeyEntry], problems: list[KeyProblem]
+) -> None:
+    where = f"line {line}"
+    values = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
+    name = values.get("name") or f"tracker-{line}"
+
+    def parse() -> KeyEntry:
+        key = KeyPair(_private_key_bytes(values.get("private_key", "")))
+        return entry_from_keypair(key, name, where)
+
+    _entry(parse, where, entries, problems)
 
 
 def _flag_duplicates(entries: list[KeyEntry], problems: list[KeyProblem]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from django.conf import settings
 from django.contrib.gis.db import models
@@ -186,6 +185,15 @@ class TrackerQuerySet(models.QuerySet):
     def unleased(self) -> TrackerQuerySet:
         return self.filter(Q(lease_until__isnull=True) | Q(lease_until__lt=Now()))
 
+    def make_due(self) -> int:
+        """Make these trackers due now without shrinking anybody's window.
+
+        last_processed_at only moves back (to FETCH_INTERVAL ago, or stays NULL): an
+        accessory then asks for at least every index since its last fetch, never fewer.
+        """
+        cutoff = Now() - seconds(settings.FETCH_INTERVAL)
+        return self.filter(last_processed_at__gt=cutoff).update(last_processed_at=cutoff)
+
     def quarantined(self) -> TrackerQuerySet:
         return self.filter(quarantined_at__isnull=False)
 
@@ -224,6 +232,11 @@ class Tracker(models.Model):
     lease_until = models.DateTimeField(null=True, blank=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
     quarantined_at = models.DateTimeField(null=True, blank=True)
+    # An accessory catching up on more 15-minute indices than one request holds: the moment
+    # its catch-up began (its window's top; it becomes last_processed_at once the window is
+    # complete) and the newest index still to ask for. NULL: no catch-up under way.
+    window_top = models.DateTimeField(null=True, blank=True)
+    window_next_index = models.PositiveIntegerField(null=True, blank=True)
     # Last seen: moved only by a newer report.
     last_seen_at = models.DateTimeField(null=True, blank=True)
     # No spatial index: every ingest moves this column, and spatial queries run on reports.
@@ -280,10 +293,3 @@ def mask_apple_id(username: str) -> str:
     if at:
         return f"{local[:1]}***@{domain}"
     return f"{username[:3]}***{username[-2:]}" if len(username) > 6 else "***"
-
-
-def account_state_summary(state: dict[str, Any]) -> str:
-    """What an operator may see of a saved account state: never tokens or the password."""
-    account = state.get("account") or {}
-    login = state.get("login") or {}
-    return f"user={account.get('username') or '?'} login_state={login.get('state', '?')}"

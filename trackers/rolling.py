@@ -40,14 +40,19 @@ def primary_key(accessory: FindMyAccessory, index: int) -> KeyPair:
     return next(k for k in accessory.keys_at(index) if k.key_type == KeyPairType.PRIMARY)
 
 
-def estimated_keys(last_processed_at: dt.datetime | None, now: dt.datetime, cap: int) -> int:
+def estimated_keys(
+    last_processed_at: dt.datetime | None,
+    now: dt.datetime,
+    cap: int,
+    catching_up: bool = False,
+) -> int:
     """Keys an accessory needs in its next request, without its key material at hand.
 
     The claim uses it to pack accessories and static keys into requests of at most `cap`
-    keys. A never-fetched accessory takes a whole request: the newest `cap` keys (about the
-    last 15 hours); older history is not asked for.
+    keys. A never-fetched accessory, or one catching up on a window larger than a request,
+    takes a whole request; it is asked for again, newest first, until its window is done.
     """
-    if last_processed_at is None:
+    if last_processed_at is None or catching_up:
         return cap
     span = max(now - last_processed_at, dt.timedelta()) + OVERLAP
     return min(cap, math.ceil(span / INTERVAL) + 1 + DRIFT_MARGIN + SECONDARY_KEYS)
@@ -60,6 +65,8 @@ class KeyPlan:
     primary: list[str] = field(default_factory=list)
     secondary: list[str] = field(default_factory=list)
     keys: dict[str, tuple[KeyPair, int]] = field(default_factory=dict)  # id -> key, newest index
+    oldest_index: int | None = None  # the oldest index whose primary key is asked for
+    complete: bool = False  # every index of the window is asked for
 
     def __len__(self) -> int:
         return len(self.primary) + len(self.secondary)
@@ -78,30 +85,40 @@ def plan_keys(
     since: dt.datetime | None,
     now: dt.datetime,
     budget: int,
+    newest_index: int | None = None,
 ) -> KeyPlan:
-    """The keys of every index from `since` (less the overlap) to now, newest first, until
-    `budget` keys are taken. Secondary keys count against the budget too.
+    """The keys of the indices from `newest_index` (default: the index at `now`) down to the
+    start of the window (`since` less the overlap, or Apple's 7 days for a never-fetched
+    accessory), newest first, until `budget` keys are taken. Secondary keys count against
+    the budget too. `complete` says whether the window's oldest index was reached; if not,
+    the caller asks again from `oldest_index - 1` (a catch-up over several requests).
 
     Indices come from the saved alignment (findmy's get_max_index): the newest is the one
     the accessory reaches at `now` if its clock kept time since it was last seen, the
     oldest the one it had at the start of the window, less a small margin for drift.
     """
     oldest = now - RETENTION if since is None else max(since - OVERLAP, now - RETENTION)
-    newest_index = accessory.get_max_index(now)
-    oldest_index = max(accessory.get_max_index(oldest) - DRIFT_MARGIN, 0)
+    if newest_index is None:
+        newest_index = accessory.get_max_index(now)
+    window_start = max(accessory.get_max_index(oldest) - DRIFT_MARGIN, 0)
     plan = KeyPlan()
-    for index in range(newest_index, oldest_index - 1, -1):
+    for index in range(newest_index, window_start - 1, -1):
         # The primary key first: with a budget of one, the current primary key is asked for.
+        # An index counts as asked for once its primary key is: reports are filed under it
+        # (secondary keys are shared by many indices and asked for as the budget allows).
         keys = sorted(accessory.keys_at(index), key=lambda k: k.key_type != KeyPairType.PRIMARY)
         for key in keys:
             hashed_id = key.hashed_adv_key_b64
             if hashed_id in plan.keys:
                 continue
             if len(plan) >= budget:
+                plan.complete = plan.oldest_index == window_start
                 return plan
             plan.keys[hashed_id] = (key, index)
             if key.key_type == KeyPairType.PRIMARY:
                 plan.primary.append(hashed_id)
+                plan.oldest_index = index
             else:
                 plan.secondary.append(hashed_id)
+    plan.complete = True
     return plan

@@ -1,4 +1,11 @@
-"""The long-running fetch worker: claim, fetch, store, repeat; stop cleanly on SIGTERM/SIGINT."""
+"""The fetch loop: a pass over the fleet, and the long-running worker around it.
+
+A pass claims batches until no due tracker is left; the worker runs passes until SIGTERM or
+SIGINT (the handlers only set a flag, so it stops within a second). A worker outlives what
+would kill a naive one: no Apple account yet (it waits and beats `no_account`), a lost
+database connection (it reconnects; its leases run out by themselves), an unexpected error
+in a batch (recorded, the batch released, a short pause, on).
+"""
 
 from __future__ import annotations
 
@@ -8,21 +15,97 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
-from monitoring.heartbeat import Heartbeat
-
-from .fetching import BatchResult, PassSummary, claimable_trackers, run_pass
+from .fetch import BatchResult, process_claim
+from .findmy_client import FailureCategory
+from .models import AppleAccount
+from .queue import claim_work, claimable_trackers, database_now, seconds_until_work
+from .signals import process_started, process_stopped, report_failure
 
 log = logging.getLogger(__name__)
+
+NO_ACCOUNT = "no_account"
 
 
 def worker_name(prefix: str = "worker") -> str:
     return f"{prefix}:{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class PassSummary(BatchResult):
+    batches: int = 0
+    by_outcome: dict[str, int] = field(default_factory=dict)
+
+    def line(self) -> str:
+        return (
+            f"trackers={self.trackers} requests={self.requests} new_reports={self.new} "
+            f"duplicate_reports={self.duplicates} failures={self.failures}"
+        )
+
+
+def _wait(stop: threading.Event | None, seconds: float) -> bool:
+    """Sleep, or less if asked to stop; True when asked to stop."""
+    if stop is not None:
+        return stop.wait(seconds)
+    time.sleep(seconds)
+    return False
+
+
+def run_pass(
+    worker: str,
+    *,
+    stop: threading.Event | None = None,
+    wait_for_accounts: bool = True,
+    deadline: float | None = None,
+    on_batch: Callable[[BatchResult], None] | None = None,
+) -> PassSummary:
+    """Fetch until no due tracker is left (one pass over the fleet), or stop/deadline.
+
+    Each tracker is tried at most once per pass: what was processed since the pass began is
+    left out by a range condition (cheap at any fleet size, even with FETCH_INTERVAL=0), and
+    the few that failed by id; they wait for the next pass. An accessory catching up on a
+    long window is not processed until its window is complete, so the pass asks again.
+    """
+    summary = PassSummary()
+    started = database_now()
+    failed: set[int] = set()
+    waiting_said = False
+    while not (stop and stop.is_set()) and (deadline is None or time.monotonic() < deadline):
+        claim = claim_work(worker, exclude_ids=failed, not_since=started)
+        if claim is None:
+            wait = seconds_until_work(failed, started) if wait_for_accounts else None
+            if wait is None:
+                break
+            if wait > 5 and not waiting_said:
+                log.warning(
+                    "due trackers remain; waiting %.0f s for an account that may send "
+                    "(ACCOUNT_MIN_REQUEST_INTERVAL=%s s; more accounts fetch faster)",
+                    wait,
+                    settings.ACCOUNT_MIN_REQUEST_INTERVAL,
+                )
+            waiting_said = wait > 5
+            if _wait(stop, min(wait, 1.0)):
+                break
+            continue
+        waiting_said = False
+        result = process_claim(claim, stop)
+        if result.outcome != "ok":
+            failed.update(claim.tracker_ids)
+        summary.add(result)
+        summary.batches += 1
+        summary.by_outcome[result.outcome] = summary.by_outcome.get(result.outcome, 0) + 1
+        if on_batch:
+            on_batch(result)
+        if result.outcome == FailureCategory.UNEXPECTED:
+            _wait(stop, settings.WORKER_ERROR_BACKOFF)  # a bug must not spin
+    return summary
 
 
 class FetchStatus:
@@ -61,6 +144,18 @@ class FetchStatus:
             },
         )
 
+    def on_idle(self) -> None:
+        """Between passes: say so when there is no account to fetch with."""
+        if not AppleAccount.objects.usable().exists():
+            if self.last_outcome != NO_ACCOUNT:
+                log.warning(
+                    "no usable Apple account: waiting for one (manage.py add_apple_account)",
+                    extra={"worker": self.name},
+                )
+            self.last_outcome = NO_ACCOUNT
+        elif self.last_outcome == NO_ACCOUNT:
+            self.last_outcome = "idle"
+
 
 _process_status: dict[int, FetchStatus] = {}
 
@@ -78,9 +173,9 @@ class Worker:
 
     def __init__(self, name: str | None = None, service_name: str = "fetch_trackers") -> None:
         self.name = name or worker_name()
+        self.service_name = service_name
         self.stop = threading.Event()
         self.status = FetchStatus(self.name)
-        self.heartbeat = Heartbeat(service_name, figures=self.status.figures)
 
     def install_signal_handlers(self) -> None:
         def handler(signum: int, frame: Any) -> None:
@@ -90,16 +185,24 @@ class Worker:
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
 
+    def _start_heartbeat(self) -> None:
+        process_started.send(
+            sender=Worker, service_name=self.service_name, figures=self.status.figures, key=self
+        )
+
+    def _stop_heartbeat(self) -> None:
+        process_stopped.send(sender=Worker, key=self)
+
     def run_once(self) -> PassSummary:
         """One pass: every due, eligible tracker once (waiting for accounts as needed)."""
-        self.heartbeat.start()
+        self._start_heartbeat()
         try:
             return run_pass(self.name, stop=self.stop, on_batch=self.status.on_batch)
         finally:
-            self.heartbeat.stop()
+            self._stop_heartbeat()
 
     def run_forever(self) -> None:
-        self.heartbeat.start()
+        self._start_heartbeat()
         failures = 0
         try:
             while not self.stop.is_set():
@@ -110,20 +213,41 @@ class Worker:
                         wait_for_accounts=False,
                         on_batch=self.status.on_batch,
                     )
+                    if summary.batches == 0:
+                        self.status.on_idle()
                     failures = 0
                 except DatabaseError:
-                    # PostgreSQL restarted or unreachable: drop the connection, back off, retry.
+                    # PostgreSQL restarted or unreachable, or our connection was killed:
+                    # drop the connection, back off, reconnect. Leases we held run out
+                    # after PROCESSING_TIMEOUT and are claimed again; nothing is lost.
                     failures += 1
-                    log.exception("database error; retrying", extra={"worker": self.name})
+                    log.exception("database error; reconnecting", extra={"worker": self.name})
                     connection.close()
                     self.stop.wait(min(2**failures, 30))
+                    continue
+                except Exception as exc:  # noqa: BLE001 - a bug outside a batch: on record
+                    failures += 1
+                    self._record_unexpected(exc)
+                    self.stop.wait(settings.WORKER_ERROR_BACKOFF)
                     continue
                 if summary.batches == 0:
                     close_old_connections()
                     self.stop.wait(settings.WORKER_IDLE_SLEEP)
         finally:
-            self.heartbeat.stop()
+            self._stop_heartbeat()
             log.info("worker stopped", extra={"worker": self.name})
+
+    def _record_unexpected(self, exc: Exception) -> None:
+        log.exception("unexpected error in the worker loop", extra={"worker": self.name})
+        try:
+            report_failure(
+                FailureCategory.UNEXPECTED,
+                f"{type(exc).__name__}: {exc}",
+                fingerprint=f"worker-loop:{type(exc).__name__}",
+                detail={"worker": self.name},
+            )
+        except Exception:
+            log.warning("could not record the unexpected error", exc_info=True)
 
 
 def run_for(seconds: float) -> dict[str, Any]:

@@ -14,13 +14,13 @@ from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
+from findmy_sim.simulator import SimulatorThread
 from locations.models import LocationReport
 from monitoring.attempts import log_attempt
 from monitoring.failures import record_failure
 from monitoring.models import FetchAttempt, ServiceInstance
 from trackers.api.views import NOTHING_TO_FETCH
 from trackers.models import AccountStatus, AppleAccount, Tracker
-from trackers.simulator import SimulatorThread
 
 from ..factories import AppleAccountFactory, ProductionRunFactory, TrackerFactory, UserFactory
 
@@ -341,13 +341,14 @@ def test_fetch_tracker_outside_its_production_run_says_why(staff: Client) -> Non
     assert "outside its production run '2030 batch'" in response.json()["detail"]
 
 
-def test_fetch_tracker_without_a_ready_account_leaves_it_due(staff: Client) -> None:
+def test_fetch_tracker_without_a_ready_account_changes_nothing(staff: Client) -> None:
     AppleAccountFactory(status=AccountStatus.DISABLED)
-    tracker = TrackerFactory(last_processed_at=ago(minutes=1))
+    processed = ago(minutes=1)
+    tracker = TrackerFactory(last_processed_at=processed)
     response = staff.post(f"/fetch/tracker/{tracker.pk}")
     assert (response.status_code, "no account may send" in response.json()["detail"]) == (409, True)
     tracker.refresh_from_db()
-    assert tracker.last_processed_at is None
+    assert (tracker.last_processed_at, tracker.lease_until) == (processed, None)
 
 
 # --- control: real fetches through the simulator ----------------------------------------

@@ -14,12 +14,12 @@ from django.utils import timezone
 from findmy import FindMyAccessory
 from findmy.keys import KeyPairType
 
+from findmy_sim.simulator import ACCESSORY_INTERVAL, RollingKey
 from locations.models import LocationReport
 from monitoring.models import FailureRecord, FetchAttempt
 from trackers import rolling
-from trackers.fetching import run_pass
 from trackers.models import Tracker, TrackerKind
-from trackers.simulator import ACCESSORY_INTERVAL, RollingKey
+from trackers.worker import run_pass
 
 pytestmark = pytest.mark.django_db
 

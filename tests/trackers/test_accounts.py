@@ -8,9 +8,9 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from trackers.fetching import run_pass
+from findmy_sim.simulator import account_state
 from trackers.models import AccountStatus, AppleAccount
-from trackers.simulator import account_state
+from trackers.worker import run_pass
 
 pytestmark = pytest.mark.django_db
 

@@ -10,8 +10,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from monitoring.models import FailureRecord
-from trackers.fetching import claim_work, finish, process_claim, release, run_pass
+from trackers.fetch import finish, process_claim
 from trackers.models import AccountStatus, AppleAccount, Tracker
+from trackers.queue import claim_work, release
+from trackers.worker import run_pass
 
 from ..factories import AppleAccountFactory, ProductionRunFactory, TrackerFactory
 

@@ -10,8 +10,10 @@ from django.core.management import call_command
 
 from locations.models import LocationReport
 from monitoring.models import FailureRecord, FetchAttempt
-from trackers.fetching import claim_work, process_claim, run_pass
+from trackers.fetch import process_claim
 from trackers.models import AccountStatus, Tracker
+from trackers.queue import claim_work
+from trackers.worker import run_pass
 
 pytestmark = pytest.mark.django_db
 

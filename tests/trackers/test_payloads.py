@@ -8,8 +8,8 @@ import datetime as dt
 import pytest
 from findmy import KeyPair
 
+from findmy_sim.simulator import SimulatedTracker
 from trackers.payloads import Fix, PayloadError, ReportEncryptor, decrypt_payload
-from trackers.simulator import SimulatedTracker
 
 FIX = Fix(dt.datetime(2026, 11, 20, 10, 0, tzinfo=dt.UTC), 52.5200066, 13.404954, 35, 0xA0, 3)
 

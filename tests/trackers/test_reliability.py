@@ -23,11 +23,11 @@ import pytest
 from django.db import connection
 from findmy import KeyPair
 
+from findmy_sim.simulator import SimulatorThread, account_state
 from locations.models import LocationReport
 from monitoring.models import FetchAttempt, ServiceInstance
-from trackers.fetching import SHUTDOWN_GRACE_SECONDS
+from trackers.fetch import SHUTDOWN_GRACE_SECONDS
 from trackers.models import AppleAccount, Tracker
-from trackers.simulator import SimulatorThread, account_state
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -16,8 +16,8 @@ from django.core.management import call_command
 from findmy import FindMyAccessory, KeyPair
 
 from locations.models import LocationReport
-from trackers.fetching import run_pass
 from trackers.models import Tracker, TrackerKind
+from trackers.worker import run_pass
 
 from ..factories import TrackerFactory
 from .test_reliability import ROOT, worker_env  # noqa: F401 - a fixture

@@ -1,7 +1,8 @@
 """Fetch control for staff: fetch a batch now, fetch one tracker now, reset the queue.
 
-These run the same claim/process/finish path as the workers (trackers.fetching), inside the
-request: a claim made here is an ordinary lease, so it never collides with a worker's.
+These run the same claim/process/finish path as the workers (trackers.queue and
+trackers.fetch), inside the request: a claim made here is an ordinary lease, so it never
+collides with a worker's.
 A fetch can take as long as findmy's retries (tens of seconds): allow for it in the web
 server's request timeout.
 """
@@ -20,15 +21,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from trackers.fetching import (
-    BatchResult,
-    Claim,
-    claim_work,
-    initialize_queue,
-    process_claim,
-    release,
-)
+from trackers.fetch import BatchResult, process_claim
 from trackers.models import Tracker
+from trackers.queue import Claim, claim_work, initialize_queue, release
 from trackers.worker import worker_name
 
 log = logging.getLogger(__name__)
@@ -174,14 +169,15 @@ class FetchTrackerView(StaffView):
         reason = why_not_fetchable(tracker)
         if reason:
             raise Conflict(reason)
-        # Conditional on the lease, so a worker's batch in flight is never disturbed.
-        if not Tracker.objects.filter(pk=pk).unleased().update(last_processed_at=None):
+        # Claimed whether due or not, and only if nobody holds it: a worker's batch in
+        # flight is never disturbed, and a 409 leaves the tracker exactly as it was.
+        if not Tracker.objects.filter(pk=pk).unleased().exists():
             raise Conflict(leased_detail(pk))
-        claim = claim_work(worker(), tracker_ids=[pk])
+        claim = claim_work(worker(), tracker_ids=[pk], due_only=False)
         if claim is None:
             raise Conflict(
-                f"tracker {pk} is due now, but no account may send now "
-                "(or a worker claimed it meanwhile): the next claim takes it first"
+                f"tracker {pk} was not fetched: no account may send now "
+                "(or a worker claimed it meanwhile); nothing was changed"
             )
         result = process(claim)
         log.info(

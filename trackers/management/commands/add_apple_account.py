@@ -7,24 +7,32 @@ import json
 from pathlib import Path
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.core.validators import URLValidator
 from findmy import AppleAccount, LoginState, RemoteAnisetteProvider
 from findmy.reports import AsyncAppleAccount
 
-from trackers.models import AccountStatus
+from trackers.endpoints import EndpointNotAllowed, check_endpoint
+from trackers.models import AccountStatus, mask_apple_id
 from trackers.models import AppleAccount as Account
 
-_url = URLValidator(schemes=["http", "https"])
+NAME_MAX = Account._meta.get_field("name").max_length
+URL_MAX = Account._meta.get_field("anisette_url").max_length
+HINT_MAX = Account._meta.get_field("apple_id_hint").max_length
 
 
 def validate_state(state: Any) -> dict[str, Any]:
     """A saved findmy account state that can fetch reports, or a ValueError saying why not."""
     if not isinstance(state, dict) or state.get("type") != "account":
         raise ValueError("not a findmy account state (expected an object with type 'account')")
-    if "anisette" not in state:
-        raise ValueError("the state names no anisette server: pass --anisette-url")
+    anisette = state.get("anisette")
+    # The row's anisette_url is the one anisette server the account uses: a state that
+    # names no remote server (none at all, or findmy's local one) needs the flag.
+    if not (
+        isinstance(anisette, dict)
+        and anisette.get("type") == "aniRemote"
+        and isinstance(anisette.get("url"), str)
+    ):
+        raise ValueError("the state names no anisette server URL: pass --anisette-url")
     try:
         AsyncAppleAccount.from_json(state)
         login = state["login"]
@@ -33,12 +41,45 @@ def validate_state(state: Any) -> dict[str, Any]:
             raise ValueError
         if not login["data"]["dsid"]:
             raise ValueError
-    except (KeyError, TypeError, ValueError, AssertionError):
+    except (KeyError, TypeError, ValueError, AttributeError, AssertionError):
         raise ValueError(
             "the account state is not logged in (needs login.state 3 with a dsid and a "
             "searchPartyToken); log in interactively instead"
         ) from None
     return state
+
+
+def check_name(raw: str) -> str:
+    name = raw.strip()
+    if not name or len(name) > NAME_MAX or not name.isprintable():
+        raise CommandError(
+            f"NAME must be 1 to {NAME_MAX} printable characters (no NUL or other control "
+            "characters)"
+        )
+    return name
+
+
+def check_url(url: str, what: str) -> str:
+    """`url` if the column can hold it and the account's secrets may go there; else CommandError."""
+    if "://" not in url or " " in url or not url.isprintable():
+        raise CommandError(f"{what} is not a valid URL")
+    if len(url) > URL_MAX:
+        raise CommandError(f"{what} is longer than {URL_MAX} characters")
+    try:
+        return check_endpoint(url, what=what)
+    except EndpointNotAllowed as exc:
+        raise CommandError(str(exc)) from None
+
+
+def state_username(state: dict[str, Any]) -> str:
+    account = state.get("account")
+    username = account.get("username") if isinstance(account, dict) else None
+    return username if isinstance(username, str) else ""
+
+
+def apple_id_hint(username: str) -> str:
+    """The masked Apple ID, fit for its column (a username from a file may hold anything)."""
+    return "".join(c for c in mask_apple_id(username) if c.isprintable())[:HINT_MAX]
 
 
 class Command(BaseCommand):
@@ -62,26 +103,26 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        name = options["name"].strip()
-        if not name or len(name) > 100:
-            raise CommandError("NAME must be 1 to 100 characters")
+        name = check_name(options["name"])
         for flag in ("anisette_url", "fetch_endpoint"):
-            if options[flag]:
-                try:
-                    _url(options[flag])
-                except ValidationError:
-                    raise CommandError(f"--{flag.replace('_', '-')} is not a valid URL") from None
-        existing = Account.objects.filter(name=name).first()
-        if existing and not options["update"]:
+            if options[flag]:  # an empty --fetch-endpoint means Apple's own
+                check_url(options[flag], f"--{flag.replace('_', '-')}")
+        if options["from_json"] is None and not options["anisette_url"]:
+            raise CommandError("--anisette-url is required to log in (or use --from-json)")
+        if Account.objects.filter(name=name).exists() and not options["update"]:
             raise CommandError(f"an account named {name!r} exists; use --update to log in again")
-        if options["from_json"]:
+        if options["from_json"] is not None:
             state = self._from_file(options["from_json"], options["anisette_url"])
+            username = options["username"] or ""
         else:
-            state = self._login(options["anisette_url"], options["username"])
-        anisette_url = state["anisette"].get("url") or options["anisette_url"] or ""
+            username = options["username"] or self._ask("Apple ID: ")
+            if not username:
+                raise CommandError("an Apple ID is required")
+            state = self._login(options["anisette_url"], username)
         fields = {
             "state": state,
-            "anisette_url": anisette_url,
+            "apple_id_hint": apple_id_hint(state_username(state) or username),
+            "anisette_url": options["anisette_url"] or state["anisette"]["url"],
             "status": AccountStatus.ACTIVE,
             "consecutive_failures": 0,
             "backoff_until": None,
@@ -97,23 +138,40 @@ class Command(BaseCommand):
 
     def _from_file(self, path: str, anisette_url: str | None) -> dict[str, Any]:
         try:
-            state = json.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
+            state = json.loads(Path(path).read_bytes().decode("utf-8-sig"))
+        except OSError as exc:  # missing, a directory, unreadable
             raise CommandError(f"cannot read {path}: {exc}") from None
-        except json.JSONDecodeError as exc:
+        except UnicodeDecodeError:
+            raise CommandError(
+                f"{path} is not UTF-8 text (a binary file?): expected a findmy account state (JSON)"
+            ) from None
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise CommandError(f"{path} is not valid JSON: {exc}") from None
         if anisette_url and isinstance(state, dict):
             state["anisette"] = {"type": "aniRemote", "url": anisette_url}
         try:
-            return validate_state(state)
+            state = validate_state(state)
         except ValueError as exc:
             raise CommandError(f"{path}: {exc}") from None
-
-    def _login(self, anisette_url: str | None, username: str | None) -> dict[str, Any]:
         if not anisette_url:
-            raise CommandError("--anisette-url is required to log in (or use --from-json)")
-        username = username or input("Apple ID: ").strip()
-        password = getpass.getpass("Password: ")
+            check_url(state["anisette"]["url"], f"the anisette URL in {path}")
+        return state
+
+    def _ask(self, prompt: str, *, secret: bool = False) -> str:
+        """The operator's answer (stripped unless secret); CommandError at end of input or ^C."""
+        label = prompt.rstrip(": ")
+        try:
+            answer = getpass.getpass(prompt) if secret else input(prompt)
+        except EOFError:
+            raise CommandError(f"no answer to {label!r} (end of input); nothing saved") from None
+        except KeyboardInterrupt:
+            raise CommandError(f"interrupted at {label!r}; nothing saved") from None
+        return answer if secret else answer.strip()
+
+    def _login(self, anisette_url: str, username: str) -> dict[str, Any]:
+        password = self._ask("Password: ", secret=True)
+        if not password:
+            raise CommandError("a password is required")
         account = AppleAccount(RemoteAnisetteProvider(anisette_url))
         try:
             state = account.login(username, password)
@@ -124,6 +182,8 @@ class Command(BaseCommand):
             return dict(account.to_json())
         except CommandError:
             raise
+        except KeyboardInterrupt:
+            raise CommandError("interrupted while logging in; nothing saved") from None
         except Exception as exc:  # noqa: BLE001 - findmy/aiohttp raise many kinds
             raise CommandError(f"login failed: {type(exc).__name__}: {exc}") from None
         finally:
@@ -136,10 +196,12 @@ class Command(BaseCommand):
         for i, method in enumerate(methods, start=1):
             label = getattr(method, "phone_number", None) or "trusted device"
             self.stdout.write(f"  {i}. {label}")
-        choice = input(f"Second factor [1-{len(methods)}]: ").strip() or "1"
+        choice = self._ask(f"Second factor [1-{len(methods)}]: ") or "1"
         if not choice.isdigit() or not 1 <= int(choice) <= len(methods):
             raise CommandError(f"choose a number between 1 and {len(methods)}")
         method = methods[int(choice) - 1]
         method.request()
-        code = input("Code: ").strip()
+        code = self._ask("Code: ")
+        if not code:
+            raise CommandError("no code entered; nothing saved")
         return method.submit(code)

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from trackers.models import AppleAccount
+from trackers.models import AppleAccount, Tracker
 from trackers.worker import Worker
 
 
@@ -26,11 +26,18 @@ class Command(BaseCommand):
         parser.add_argument("--name", help="worker name in leases and logs (default host:pid)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if not AppleAccount.objects.usable().exists():
+        name = options["name"]
+        if name is not None:
+            limit = Tracker._meta.get_field("claimed_by").max_length
+            if not name.strip() or len(name) > limit or "\x00" in name:
+                raise CommandError(f"--name must be 1 to {limit} characters, without NUL")
+        if options["once"] and not AppleAccount.objects.usable().exists():
+            # A long-running worker waits for an account (heartbeat: no_account); one pass
+            # has nothing to wait for.
             raise CommandError(
                 "no usable Apple account: add one with `manage.py add_apple_account`"
             )
-        worker = Worker(options["name"])
+        worker = Worker(name)
         worker.install_signal_handlers()
         if options["once"]:
             summary = worker.run_once()

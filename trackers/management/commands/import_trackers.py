@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,16 +63,30 @@ class Command(BaseCommand):
 
     def _read(self, path: str) -> str:
         if path == "-":
-            return sys.stdin.read()
+            # The bytes, where there are any: the terminal's locale must not decide the encoding.
+            stream = getattr(sys.stdin, "buffer", sys.stdin)
+            return self._text(stream.read, "standard input")
+        return self._text(Path(path).read_bytes, path)
+
+    def _text(self, read: Callable[[], bytes | str], source: str) -> str:
         try:
-            return Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CommandError(f"cannot read {path}: {exc}") from None
+            data = read()
+            return data if isinstance(data, str) else data.decode("utf-8")
+        except OSError as exc:
+            raise CommandError(f"cannot read {source}: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise CommandError(
+                f"{source} is not UTF-8 text (byte {exc.start}): a binary file? Key files are "
+                "findmy JSON or CSV; nothing imported"
+            ) from None
 
     def _lookup(self, model: Any, field: str, value: str | None, label: str) -> Any:
         if value is None:
             return None
         try:
+            # A NUL cannot be in a PostgreSQL string, hence in no name: not even a query for it.
+            if "\x00" in value:
+                raise model.DoesNotExist
             return model.objects.get(**{field: value})
         except model.DoesNotExist:
             raise CommandError(f"no {label} named {value!r}; create it first (admin)") from None

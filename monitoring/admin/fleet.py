@@ -11,58 +11,31 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.gis.admin import GISModelAdmin
-from django.contrib.gis.geos import GEOSGeometry
-from django.core.exceptions import ImproperlyConfigured
-from django.db.models import Count, Exists, Field, OuterRef, QuerySet, URLField
+from django.db.models import Count, Exists, OuterRef, QuerySet
 from django.db.models.functions import Now
-from django.forms import Field as FormField
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.formats import localize
 from django.utils.safestring import SafeString
 
 from locations.models import LocationReport
-from monitoring.admin import (
+from trackers.models import (
+    AccountStatus,
+    AppleAccount,
+    ProductionRun,
+    Tracker,
+)
+
+from ..models import FailureRecord, FetchAttempt
+from .base import (
     EMPTY,
+    ReadOnlyMapAdmin,
     SaveChangedFieldsMixin,
     audit,
     release_trackers,
     reset_breakers,
     short_text,
 )
-from monitoring.models import FailureRecord, FetchAttempt
-
-from .models import (
-    AccountStatus,
-    AppleAccount,
-    ProductionRun,
-    Tracker,
-    account_state_summary,
-)
-
-
-class ReadOnlyMapAdmin(GISModelAdmin):
-    """Positions shown on the GIS admin's map, as a display rather than a form field.
-
-    Positions come from reports only; a map that is not a form field cannot be saved over a
-    position a worker has just moved.
-    """
-
-    empty_value_display = EMPTY
-
-    def map_display(self, name: str, geometry: GEOSGeometry | None) -> SafeString | str:
-        if geometry is None:
-            return EMPTY
-        widget = self.gis_widget(**self.gis_widget_kwargs)
-        return widget.render(name, geometry, attrs={"id": f"id_{name}", "disabled": True})
-
-    def render_change_form(
-        self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any
-    ) -> HttpResponse:
-        # The map is not in the form, so the form's media lacks OpenLayers.
-        context["media"] = context["media"] + self.gis_widget().media
-        return super().render_change_form(request, context, *args, **kwargs)
 
 
 # --- Apple accounts ---------------------------------------------------------------------
@@ -113,6 +86,9 @@ class AppleAccountAdmin(SaveChangedFieldsMixin, admin.ModelAdmin):
     ]
     readonly_fields = [
         "login",
+        # Where the account's tokens go: set only by add_apple_account (endpoints.py).
+        "anisette_url",
+        "fetch_endpoint",
         "status",  # changed by the actions, which reset the breaker with it
         "breaker",
         "consecutive_failures",
@@ -131,13 +107,6 @@ class AppleAccountAdmin(SaveChangedFieldsMixin, admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[AppleAccount]:
         return super().get_queryset(request).defer("state")
 
-    def formfield_for_dbfield(
-        self, db_field: Field, request: HttpRequest, **kwargs: Any
-    ) -> FormField | None:
-        if isinstance(db_field, URLField):
-            kwargs["assume_scheme"] = "https"  # Django 6's default, for a URL typed bare
-        return super().formfield_for_dbfield(db_field, request, **kwargs)
-
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # manage.py add_apple_account logs in (password, 2FA)
 
@@ -154,12 +123,10 @@ class AppleAccountAdmin(SaveChangedFieldsMixin, admin.ModelAdmin):
         counts = {"Apple accounts": len(accounts), "fetch attempts": attempts}
         return [str(a) for a in accounts], counts, set(), []
 
-    @admin.display(description="login")
+    @admin.display(description="Apple ID")
     def login(self, obj: AppleAccount) -> str:
-        try:
-            return account_state_summary(obj.state or {})
-        except ImproperlyConfigured:
-            return "cannot decrypt the saved state (FIELD_ENCRYPTION_KEY)"
+        # A masked hint kept beside the encrypted state: the admin never decrypts it.
+        return obj.apple_id_hint or EMPTY
 
     @admin.display(description="breaker")
     def breaker(self, obj: AppleAccount) -> str:
@@ -363,7 +330,11 @@ class TrackerAdmin(SaveChangedFieldsMixin, ReadOnlyMapAdmin):
 
     @admin.action(description="Make due now (fetch on the next claim)", permissions=["change"])
     def make_due_now(self, request: HttpRequest, queryset: QuerySet[Tracker]) -> None:
-        self._update(request, queryset, "Made due now", last_processed_at=None)
+        # Due, not forgotten: an accessory keeps (at least) its whole window of keys.
+        trackers = list(queryset)
+        Tracker.objects.filter(pk__in=[t.pk for t in trackers]).make_due()
+        audit(request, trackers, "Made due now")
+        self.message_user(request, f"Made due now: {len(trackers)} tracker(s).")
 
     @admin.action(description="Activate", permissions=["change"])
     def activate(self, request: HttpRequest, queryset: QuerySet[Tracker]) -> None:

@@ -9,10 +9,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.safestring import SafeString
 
-from monitoring.admin import EstimatedCountPaginator, ReadOnlyAdmin
-from trackers.admin import ReadOnlyMapAdmin
+from locations.models import LocationReport
 
-from .models import LocationReport
+from .base import EstimatedCountPaginator, ReadOnlyAdmin, ReadOnlyMapAdmin
 
 
 class ConfidenceFilter(admin.SimpleListFilter):

@@ -12,9 +12,9 @@ from django.db import transaction
 from django.utils import timezone
 from findmy import FindMyAccessory, KeyPair
 
+from findmy_sim.simulator import ANISETTE_PATH, account_state
 from trackers.keyfiles import entry_from_accessory, entry_from_keypair
 from trackers.models import AccountStatus, AppleAccount, ProductionRun, Tracker, TrackerKind
-from trackers.simulator import ANISETTE_PATH, account_state
 
 
 class Command(BaseCommand):

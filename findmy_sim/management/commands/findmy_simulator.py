@@ -10,9 +10,9 @@ from aiohttp import web
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections
 
+from findmy_sim.simulator import ANISETTE_PATH, FAULT_MODES, FindMySimulator, account_state
 from trackers.keyfiles import parse_key_file
 from trackers.models import Tracker
-from trackers.simulator import ANISETTE_PATH, FAULT_MODES, FindMySimulator, account_state
 
 
 def database_keys() -> list[dict[str, Any]]:

@@ -33,10 +33,10 @@ from typing import Any
 from aiohttp import web
 from findmy import FindMyAccessory, KeyPair
 
-from . import rolling
-from .payloads import Fix, ReportEncryptor
+from trackers import rolling
+from trackers.findmy_client import FETCH_PATH
+from trackers.payloads import Fix, ReportEncryptor
 
-FETCH_PATH = "/findmyservice/v2/fetch"
 ANISETTE_PATH = "/anisette"
 FAULT_MODES = (
     "none",

@@ -1,0 +1,8 @@
+"""The operators' dashboard: the whole admin lives in the monitoring app, which reads the fleet.
+
+`fleet` (accounts, production runs, trackers), `reports` (location reports) and `operations`
+(failures, fetch requests, service heartbeats) register their pages; `base` holds the
+building blocks they share. The trackers and locations apps never import monitoring.
+"""
+
+from . import fleet, operations, reports  # noqa: F401  (registration)
