@@ -260,6 +260,7 @@ class FindMySimulator:
         self.fault = FaultPlan()
         self.accounts: dict[str, AccountStats] = {}
         self.served: dict[str, set[str]] = {}  # hashed id -> payloads handed out
+        self.crafted: dict[str, list[str]] = {}  # hashed id -> payloads always served
         self.requests = 0
         self.max_ids_per_request = 0
         self.faults_served = 0
@@ -275,6 +276,18 @@ class FindMySimulator:
                 self.trackers[tracker.hashed_id] = tracker
                 added += 1
         return added
+
+    def add_crafted(self, adv_key: bytes, fixes: Iterable[Fix]) -> list[bytes]:
+        """Serve these exact fixes for a static key, whatever the time window asked for:
+        crafted tracks for tests and demos (impossible coordinates, future timestamps, a
+        lone outlier, a fence crossing). Returns the encrypted payloads."""
+        encryptor = ReportEncryptor(adv_key)
+        payloads = [encryptor.encrypt(fix) for fix in fixes]
+        with self._lock:
+            self.crafted.setdefault(encryptor.hashed_id, []).extend(
+                base64.b64encode(p).decode() for p in payloads
+            )
+        return payloads
 
     def add_accessories(self, accessories: Iterable[FindMyAccessory]) -> int:
         """Simulate rolling-key accessories; their keys are derived as time goes on."""
@@ -469,9 +482,11 @@ class FindMySimulator:
         located = []
         for hashed_id in ids:
             tracker = self.trackers.get(hashed_id)
-            if tracker is None:
+            crafted = self.crafted.get(hashed_id, [])
+            if tracker is None and not crafted:
                 continue
-            payloads = tracker.payloads_between(start, end)
+            payloads = tracker.payloads_between(start, end) if tracker is not None else []
+            payloads += crafted
             if fault == "undecryptable" and payloads:
                 raw = bytearray(base64.b64decode(payloads[0]))
                 raw[-1] ^= 0xFF  # break the GCM tag

@@ -296,7 +296,9 @@ def process_claim(claim: Claim, stop: threading.Event | None = None) -> BatchRes
 def _process(
     claim: Claim, stop: threading.Event | None, started: dt.datetime, result: BatchResult
 ) -> BatchResult:
-    claim.load_secrets()
+    for tracker, reason in claim.load_secrets():
+        quarantine.quarantine_unusable(claim, tracker, reason)
+        result.failures += 1
     now = database_now()
     for tracker, reason in claim.plan_request(now):
         quarantine.quarantine_unusable(claim, tracker, reason)

@@ -9,11 +9,13 @@ conditional on the claim's tokens. `release()` gives a batch back untouched.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.db.models import F, Min
 from django.utils import timezone
@@ -21,6 +23,7 @@ from findmy import FindMyAccessory, KeyPair
 from findmy.keys import KeyPairType
 
 from . import rolling
+from .fields import decrypt_text
 from .leases import ACCOUNT_LEASE, TRACKER_LEASE
 from .models import AppleAccount, Tracker, TrackerKind, TrackerQuerySet
 
@@ -73,13 +76,26 @@ class Claim:
     def tracker_ids(self) -> list[int]:
         return [t.id for t in self.trackers]
 
-    def load_secrets(self) -> None:
+    def load_secrets(self) -> list[tuple[ClaimedTracker, str]]:
+        """Decrypt the account state and every tracker's key material. Returns the trackers
+        whose material no key in FIELD_ENCRYPTION_KEY decrypts (an incomplete key rotation),
+        with the reason: they cannot be asked for, and must not take the batch down."""
         self.account_state = AppleAccount.objects.values_list("state", flat=True).get(
             id=self.account_id
         )
-        self.key_material = dict(
-            Tracker.objects.filter(id__in=self.tracker_ids).values_list("id", "key_material")
-        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT id, key_material FROM trackers_tracker WHERE id = ANY(%s)",
+                [self.tracker_ids],
+            )
+            ciphertexts = dict(cursor.fetchall())
+        unusable = []
+        for tracker in self.trackers:
+            try:
+                self.key_material[tracker.id] = json.loads(decrypt_text(ciphertexts[tracker.id]))
+            except (ImproperlyConfigured, KeyError, ValueError) as exc:
+                unusable.append((tracker, f"key material unreadable: {exc}"))
+        return unusable
 
     def plan_request(self, now: dt.datetime) -> list[tuple[ClaimedTracker, str]]:
         """Work out the lookup ids of the request: one per static tracker; for an accessory

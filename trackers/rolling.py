@@ -40,6 +40,19 @@ def primary_key(accessory: FindMyAccessory, index: int) -> KeyPair:
     return next(k for k in accessory.keys_at(index) if k.key_type == KeyPairType.PRIMARY)
 
 
+def index_at(accessory: FindMyAccessory, moment: dt.datetime) -> int:
+    """The index the accessory had at `moment` if its clock kept time since its alignment
+    (the newest index seen in a report, and when).
+
+    findmy's get_max_index answers the alignment index itself for any moment before the
+    alignment date (an upper bound), which would shrink a window that starts before the
+    newest report to nothing: late uploads and a catch-up need the indices before it too.
+    """
+    date = accessory._alignment_date  # findmy keeps the alignment private; to_json() has it
+    index = accessory._alignment_index
+    return max(index + math.floor((moment - date) / INTERVAL), 0)
+
+
 def estimated_keys(
     last_processed_at: dt.datetime | None,
     now: dt.datetime,
@@ -93,14 +106,14 @@ def plan_keys(
     the budget too. `complete` says whether the window's oldest index was reached; if not,
     the caller asks again from `oldest_index - 1` (a catch-up over several requests).
 
-    Indices come from the saved alignment (findmy's get_max_index): the newest is the one
-    the accessory reaches at `now` if its clock kept time since it was last seen, the
-    oldest the one it had at the start of the window, less a small margin for drift.
+    Indices come from the saved alignment (index_at): the newest is the one the accessory
+    reaches at `now` if its clock kept time since it was last seen, the oldest the one it
+    had at the start of the window, less a small margin for drift.
     """
     oldest = now - RETENTION if since is None else max(since - OVERLAP, now - RETENTION)
     if newest_index is None:
-        newest_index = accessory.get_max_index(now)
-    window_start = max(accessory.get_max_index(oldest) - DRIFT_MARGIN, 0)
+        newest_index = index_at(accessory, now)
+    window_start = max(index_at(accessory, oldest) - DRIFT_MARGIN, 0)
     plan = KeyPlan()
     for index in range(newest_index, window_start - 1, -1):
         # The primary key first: with a budget of one, the current primary key is asked for.

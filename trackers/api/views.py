@@ -1,4 +1,9 @@
-"""Fetch control for staff: fetch a batch now, fetch one tracker now, reset the queue.
+"""Fetch control: fetch a batch now, fetch one tracker now, reset the queue.
+
+Each endpoint needs a named Django permission (`trackers.fetch_now`, `trackers.reset_queue`;
+superusers have both), not merely a staff account, and is throttled per user (scope
+"control", CONTROL_THROTTLE_RATE). Scripts authenticate with a knox token
+(`Authorization: Bearer ...`); a browser's admin session works too, with a CSRF token.
 
 These run the same claim/process/finish path as the workers (trackers.queue and
 trackers.fetch), inside the request: a claim made here is an ordinary lease, so it never
@@ -16,9 +21,10 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException
 from rest_framework.generics import get_object_or_404
-from rest_framework.permissions import IsAdminUser
+from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from trackers.fetch import BatchResult, process_claim
@@ -71,10 +77,30 @@ class DetailSerializer(serializers.Serializer):
     detail = serializers.CharField()
 
 
-ERRORS = {
-    401: OpenApiResponse(DetailSerializer, description="No credentials."),
-    403: OpenApiResponse(DetailSerializer, description="Not a staff user."),
-}
+class UnavailableSerializer(DetailSerializer):
+    failing = serializers.ListField(child=serializers.CharField())
+
+
+def errors(permission: str) -> dict[int, OpenApiResponse]:
+    """The answers every control endpoint may give besides its own."""
+    return {
+        401: OpenApiResponse(
+            DetailSerializer, description="No credentials, or an invalid or expired token."
+        ),
+        403: OpenApiResponse(
+            DetailSerializer,
+            description=f"The user lacks the permission {permission}, or a session request "
+            "came without its CSRF token.",
+        ),
+        429: OpenApiResponse(
+            DetailSerializer,
+            description="Throttled (CONTROL_THROTTLE_RATE per user); Retry-After says when "
+            "to try again.",
+        ),
+        503: OpenApiResponse(
+            UnavailableSerializer, description="The database is down or not migrated."
+        ),
+    }
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -119,18 +145,38 @@ def leased_detail(pk: int) -> str:
 
 
 # --- views ------------------------------------------------------------------------------
-class StaffView(APIView):
-    permission_classes = [IsAdminUser]
+class HasRequiredPermission(BasePermission):
+    """The Django permission the view names in `required_permission` ("app.codename").
+
+    is_staff grants nothing here: a staff user who may only look at the admin cannot start
+    fetches or reset the queue. Superusers have every permission; an anonymous request gets
+    a 401 (DRF: not authenticated), a user without the permission a 403.
+    """
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        permission = view.required_permission
+        self.message = f"You need the permission {permission} for this."
+        user = request.user
+        return bool(user and user.is_authenticated and user.has_perm(permission))
 
 
-class FetchBatchView(StaffView):
+class ControlView(APIView):
+    permission_classes = [HasRequiredPermission]
+    throttle_classes = [ScopedRateThrottle]  # per user, in the default cache
+    throttle_scope = "control"
+    required_permission: str = ""
+
+
+class FetchBatchView(ControlView):
+    required_permission = "trackers.fetch_now"
+
     @extend_schema(
         summary="Claim and fetch one batch now",
         request=FetchBatchRequestSerializer,
         responses={
             200: BatchResultSerializer,
             400: OpenApiResponse(description="Invalid max_keys (field errors)."),
-            **ERRORS,
+            **errors(required_permission),
             409: OpenApiResponse(DetailSerializer, description=NOTHING_TO_FETCH),
         },
         tags=["fetch control"],
@@ -146,18 +192,20 @@ class FetchBatchView(StaffView):
         return Response(BatchResultSerializer(dataclasses.asdict(result)).data)
 
 
-class FetchTrackerView(StaffView):
+class FetchTrackerView(ControlView):
+    required_permission = "trackers.fetch_now"
+
     @extend_schema(
         summary="Make one tracker due and fetch it alone, now",
         request=None,
         responses={
             200: TrackerFetchResultSerializer,
-            **ERRORS,
+            **errors(required_permission),
             404: OpenApiResponse(DetailSerializer, description="No such tracker."),
             409: OpenApiResponse(
                 DetailSerializer,
                 description="Quarantined, inactive, outside its production run, leased by "
-                "another worker, or no account may send now.",
+                "another worker, or no account may send now. Nothing is changed.",
             ),
         },
         tags=["fetch control"],
@@ -188,11 +236,13 @@ class FetchTrackerView(StaffView):
         )
 
 
-class QueueInitializeView(StaffView):
+class QueueInitializeView(ControlView):
+    required_permission = "trackers.reset_queue"
+
     @extend_schema(
         summary="Release expired leases and make every eligible tracker due",
         request=None,
-        responses={200: QueueInitializeResultSerializer, **ERRORS},
+        responses={200: QueueInitializeResultSerializer, **errors(required_permission)},
         tags=["fetch control"],
     )
     def post(self, request: Request) -> Response:
