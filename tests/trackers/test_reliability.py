@@ -28,6 +28,7 @@ from locations.models import LocationReport
 from monitoring.models import FetchAttempt, ServiceInstance
 from trackers.fetch import SHUTDOWN_GRACE_SECONDS
 from trackers.models import AppleAccount, Tracker
+from trackers.queue import database_now
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -329,3 +330,61 @@ def test_sigterm_during_a_stuck_request_releases_the_batch(simulator, spawn):
     assert not Tracker.objects.leased().exists()
     assert not Tracker.objects.exclude(last_processed_at=None).exists()
     assert not AppleAccount.objects.exclude(request_token=None).exists()
+
+
+def test_a_worker_started_before_any_account_waits_beating_then_fetches(simulator, spawn):
+    bulk_fleet(simulator, 5)
+    proc = spawn("fetch_trackers", "--name", "early")
+
+    def api_status() -> str | None:
+        beat = ServiceInstance.objects.filter(service_name="fetch_trackers").first()
+        return beat.payload.get("api_status") if beat else None
+
+    wait_for(lambda: api_status() == "no_account", 120, "a no_account heartbeat")
+    assert proc.poll() is None  # it stays up
+    accounts(simulator, 1)  # no restart
+
+    wait_for(lambda: LocationReport.objects.exists(), 120, "the first reports")
+    wait_for(lambda: api_status() == "ok", 60, "an ok heartbeat")
+    assert proc.poll() is None
+
+
+def terminate_other_backends() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
+
+
+def test_a_worker_survives_losing_its_database_connections(simulator, spawn):
+    accounts(simulator, 1)
+    fleet = bulk_fleet(simulator, 20)
+    proc = spawn("fetch_trackers", "--name", "survivor", FETCH_INTERVAL="0")
+    wait_for(lambda: FetchAttempt.objects.count() >= 2, 120, "the worker to fetch")
+    wait_for(lambda: ServiceInstance.objects.exists(), 60, "a heartbeat")
+
+    killed = 0
+    for _ in range(3):  # mid-claim, mid-request, mid-heartbeat: wherever it happens to be
+        killed += terminate_other_backends()
+        time.sleep(0.7)
+    after_kill = database_now()
+    beats = ServiceInstance.objects.get().heartbeat_count
+
+    assert killed >= 2
+    # It reconnects and fetches every tracker again (no lease outlives PROCESSING_TIMEOUT)...
+    wait_for(
+        lambda: (
+            not Tracker.objects.filter(
+                id__in=[t.id for t in fleet], last_processed_at__lt=after_kill
+            ).exists()
+        ),
+        120,
+        "every tracker fetched after the connections were killed",
+    )
+    # ...and its heartbeat goes on, from the same process.
+    wait_for(
+        lambda: ServiceInstance.objects.get().heartbeat_count >= beats + 3, 60, "more heartbeats"
+    )
+    assert proc.poll() is None
