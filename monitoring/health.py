@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 # The processes that fetch: a failing /health when none of them is alive.
 WORKER_SERVICES = ("fetch_trackers", "qcluster")
-# Every restart leaves a dead instance row behind; status pages look back this far only.
+# Every restart leaves an instance row behind (stopped, or dead if killed); status pages look
+# back this far only, and prune_instances() deletes them after SERVICE_INSTANCE_RETENTION_HOURS.
 RECENT_INSTANCE_SECONDS = 24 * 3600
 BREAKER_STATES = ("closed", "open", "half-open", "locked")
 
@@ -287,17 +288,19 @@ def check_redis() -> Check:
 
 
 def check_workers() -> Check:
+    """Failing when no worker is alive. Instances that stopped cleanly (a deploy, a scale
+    down) are counted apart: they are neither dead workers nor alive ones."""
     instances = recent_instances(database_now(), WORKER_SERVICES)
     counts = liveness_counts(instances)
     figures = {"services": list(WORKER_SERVICES), **counts}
     if counts[Liveness.ALIVE]:
         return Check(CheckStatus.OK, f"{counts[Liveness.ALIVE]} worker(s) alive", figures)
-    return Check(
-        CheckStatus.FAILING,
-        f"no {' or '.join(WORKER_SERVICES)} instance sent a heartbeat in the last "
-        f"{ALIVE_SECONDS} s",
-        figures,
+    detail = (
+        f"no {' or '.join(WORKER_SERVICES)} instance sent a heartbeat in the last {ALIVE_SECONDS} s"
     )
+    if counts[Liveness.STOPPED]:
+        detail += f" ({counts[Liveness.STOPPED]} stopped cleanly)"
+    return Check(CheckStatus.FAILING, detail, figures)
 
 
 def check_accounts() -> Check:

@@ -8,6 +8,7 @@ beating while idle and during a long fetch.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -33,6 +34,15 @@ CHANNEL_PREFIX = "heartbeat:service:"
 
 def channel(service_name: str) -> str:
     return CHANNEL_PREFIX + service_name
+
+
+def prune_instances(hours: int | None = None) -> int:
+    """Delete the instances silent for `hours` (SERVICE_INSTANCE_RETENTION_HOURS), stopped or
+    not: every restart leaves a row behind. Returns how many were deleted."""
+    hours = settings.SERVICE_INSTANCE_RETENTION_HOURS if hours is None else hours
+    cutoff = timezone.now() - dt.timedelta(hours=hours)
+    deleted, _ = ServiceInstance.objects.filter(last_heartbeat__lt=cutoff).delete()
+    return deleted
 
 
 def health_redis() -> redis.Redis | None:
@@ -73,7 +83,7 @@ class Heartbeat:
         return self
 
     def stop(self) -> None:
-        """Stop beating and mark the instance stopped (so it shows dead at once, not stale)."""
+        """Stop beating and mark the instance stopped (shown as stopped, never stale or dead)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(5)

@@ -114,7 +114,8 @@ class FetchTotal(models.Model):
 class Liveness(models.TextChoices):
     ALIVE = "alive", "Alive"
     STALE = "stale", "Stale"
-    DEAD = "dead", "Dead"
+    DEAD = "dead", "Dead"  # went silent without saying goodbye: killed, crashed, cut off
+    STOPPED = "stopped", "Stopped"  # stopped cleanly (Heartbeat.stop() set stopped_at)
 
 
 class ServiceInstance(models.Model):
@@ -138,7 +139,7 @@ class ServiceInstance(models.Model):
 
     def liveness(self, now: dt.datetime | None = None) -> str:
         if self.stopped_at is not None:
-            return Liveness.DEAD
+            return Liveness.STOPPED
         age = ((now or timezone.now()) - self.last_heartbeat).total_seconds()
         if age < ALIVE_SECONDS:
             return Liveness.ALIVE

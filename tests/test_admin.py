@@ -571,11 +571,24 @@ def test_liveness_badge(admin_client: Client, pinned: None, age: int, word: str)
     assert f">{word.capitalize()}</span>" in response.text
 
 
-def test_stopped_instance_is_dead(admin_client: Client, pinned: None):
-    make_instance(NOW - dt.timedelta(seconds=5), stopped_at=NOW)
+@pytest.mark.parametrize("age", [5, 600])
+def test_stopped_instance_is_stopped_in_grey(admin_client: Client, pinned: None, age: int):
+    make_instance(NOW - dt.timedelta(seconds=age), stopped_at=NOW - dt.timedelta(seconds=age))
     response = admin_client.get(url(ServiceInstance, "changelist"))
-    assert "liveness liveness-dead" in response.text
-    assert "liveness liveness-alive" not in response.text
+    badges = {w for w in ("alive", "stale", "dead", "stopped") if f"liveness-{w}" in response.text}
+    assert badges == {"stopped"}
+    assert "background:#757575" in response.text
+    assert ">Stopped</span>" in response.text
+
+
+def test_liveness_filter_tells_stopped_from_dead(admin_client: Client):
+    stopped = make_instance(timezone.now(), instance_id="stopped-one", stopped_at=timezone.now())
+    dead = make_instance(timezone.now() - dt.timedelta(hours=1), instance_id="dead-one")
+    changelist = url(ServiceInstance, "changelist")
+    dead_page = admin_client.get(changelist, {"liveness": "dead"}).text
+    stopped_page = admin_client.get(changelist, {"liveness": "stopped"}).text
+    assert (dead.instance_id in dead_page, stopped.instance_id in dead_page) == (True, False)
+    assert (stopped.instance_id in stopped_page, dead.instance_id in stopped_page) == (True, False)
 
 
 def test_instance_figures_from_heartbeat_payload(admin_client: Client, pinned: None):

@@ -67,6 +67,18 @@ def _fernet_keys(raw: str) -> list[str]:
     return keys
 
 
+def _throttle_rate(name: str, default: str) -> str:
+    """A DRF throttle rate, "<requests>/<period>" with period s, min, hour or day."""
+    value = env.str(name, default=default).strip()
+    count, _, period = value.partition("/")
+    periods = {"s", "sec", "second", "m", "min", "minute", "h", "hour", "d", "day"}
+    if not (count.isdigit() and int(count) > 0 and period in periods):
+        raise ImproperlyConfigured(
+            f"{name} must look like 30/min (periods: s, min, hour, day), got {value!r}"
+        )
+    return value
+
+
 def _redis_db_url(url: str, db: int) -> str:
     """The same Redis server, another logical database (cache 0, tasks 1, health 2, ...)."""
     parts = urlsplit(url)
@@ -92,6 +104,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.gis",
     "rest_framework",
+    "knox",
     "django_filters",
     "drf_spectacular",
     "django_q",
@@ -207,25 +220,43 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 # Behind a TLS-terminating proxy (nginx, a load balancer) that sets X-Forwarded-Proto.
 if env_bool("SECURE_PROXY_SSL_HEADER", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-# /health, /status/* and /metrics are probed over plain HTTP from inside the network.
-SECURE_REDIRECT_EXEMPT = [r"^health$", r"^status/", r"^metrics$"]
+# /health, /health/live, /status/* and /metrics are probed over plain HTTP from inside the
+# network.
+SECURE_REDIRECT_EXEMPT = [r"^health$", r"^health/live$", r"^status/", r"^metrics$"]
 
 # --- REST framework ---------------------------------------------------------------------
+# Requests per user to the control endpoints (POST /fetch/*, /queue/*): "N/s|min|hour|day".
+CONTROL_THROTTLE_RATE = _throttle_rate("CONTROL_THROTTLE_RATE", "30/min")
 REST_FRAMEWORK = {
+    # No HTTP Basic: browsers never get a password prompt. Scripts send a knox token
+    # (`Authorization: Bearer ...`, only its hash is stored); browsers use the admin's session,
+    # whose unsafe requests DRF refuses without a CSRF token. The token class comes first: its
+    # WWW-Authenticate ("Bearer") turns a missing login into a 401 rather than a 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.BasicAuthentication",
+        "knox.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON only: an error page (or the browsable API's forms) never renders as HTML.
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "monitoring.api.exceptions.exception_handler",
+    "DEFAULT_THROTTLE_RATES": {"control": CONTROL_THROTTLE_RATE},
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
 }
+REST_KNOX = {
+    "AUTH_HEADER_PREFIX": "Bearer",
+    "TOKEN_TTL": None,  # create_api_token sets each token's expiry
+}
 SPECTACULAR_SETTINGS = {
     "TITLE": "Tracker fleet API",
     "DESCRIPTION": "Find My tracker fleet: trackers, location reports, fetch control, health.",
     "VERSION": "1.0.0",
+    # The schema maps the control surface: staff only, like the admin.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
+    "SERVE_INCLUDE_SCHEMA": False,
 }
 
 # --- fetching (see README, "Configuration") ---------------------------------------------

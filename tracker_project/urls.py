@@ -2,25 +2,44 @@
 
 from __future__ import annotations
 
+import sys
+
 from django.contrib import admin
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
 from django.views import defaults
 from drf_spectacular.views import SpectacularAPIView
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
 
 from monitoring.api import views as monitoring
+from monitoring.api.exceptions import database_unavailable
 from trackers.api import views as control
+
+
+class SchemaView(SpectacularAPIView):
+    """The OpenAPI schema, YAML or JSON as asked; its refusals and errors are plain JSON like
+    every other API answer (not a YAML "detail:" document)."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response = super().handle_exception(exc)
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return response
+
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("health", monitoring.HealthView.as_view(), name="health"),
+    path("health/live", monitoring.LiveView.as_view(), name="health-live"),
     path("status/queue", monitoring.QueueStatusView.as_view(), name="status-queue"),
     path("status/worker", monitoring.WorkerStatusView.as_view(), name="status-worker"),
     path("metrics", monitoring.MetricsView.as_view(), name="metrics"),
     path("fetch/batch", control.FetchBatchView.as_view(), name="fetch-batch"),
     path("fetch/tracker/<int:pk>", control.FetchTrackerView.as_view(), name="fetch-tracker"),
     path("queue/initialize", control.QueueInitializeView.as_view(), name="queue-initialize"),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/schema/", SchemaView.as_view(), name="schema"),
 ]
 
 
@@ -39,6 +58,9 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
 def server_error(request: HttpRequest) -> HttpResponse:
     if _is_admin(request):
         return defaults.server_error(request)
+    exc = sys.exc_info()[1]  # Django calls this while handling the exception
+    if isinstance(exc, DatabaseError):
+        return JsonResponse(database_unavailable(exc), status=503)
     return JsonResponse({"detail": "Server error."}, status=500)
 
 

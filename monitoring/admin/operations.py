@@ -222,7 +222,12 @@ class FetchAttemptAdmin(ReadOnlyAdmin):
 
 
 # --- service heartbeats -----------------------------------------------------------------
-LIVENESS_COLOURS = {Liveness.ALIVE: "#2e7d32", Liveness.STALE: "#ef6c00", Liveness.DEAD: "#c62828"}
+LIVENESS_COLOURS = {
+    Liveness.ALIVE: "#2e7d32",
+    Liveness.STALE: "#ef6c00",
+    Liveness.DEAD: "#c62828",
+    Liveness.STOPPED: "#757575",  # grey: it said goodbye, nothing to worry about
+}
 
 
 def liveness_badge(liveness: str) -> SafeString:
@@ -268,7 +273,9 @@ class LivenessFilter(admin.SimpleListFilter):
                 running, last_heartbeat__lte=alive_since, last_heartbeat__gt=stale_since
             )
         if self.value() == Liveness.DEAD:
-            return queryset.filter(~running | Q(last_heartbeat__lte=stale_since))
+            return queryset.filter(running, last_heartbeat__lte=stale_since)
+        if self.value() == Liveness.STOPPED:
+            return queryset.exclude(running)
         return queryset
 
 

@@ -1,1 +1,1 @@
-"""Health, status and metrics endpoints."""
+"""Health, status and metrics endpoints; JSON answers for database errors across the API."""

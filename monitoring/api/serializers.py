@@ -7,6 +7,15 @@ from rest_framework import serializers
 from monitoring.models import Liveness
 
 
+class LiveSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["ok"])
+
+
+class UnavailableSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="What is wrong: down, or not migrated.")
+    failing = serializers.ListField(child=serializers.CharField(), help_text='["database"]')
+
+
 class HealthSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["ok", "unhealthy"])
     failing = serializers.ListField(child=serializers.CharField())
@@ -51,6 +60,7 @@ class LivenessCountsSerializer(serializers.Serializer):
     alive = serializers.IntegerField()
     stale = serializers.IntegerField()
     dead = serializers.IntegerField()
+    stopped = serializers.IntegerField(help_text="Stopped cleanly (their stopped_at is set).")
 
 
 class WorkerStatusSerializer(serializers.Serializer):

@@ -74,11 +74,23 @@ def test_stale_worker_is_not_enough(client: Client) -> None:
     assert (code, body["failing"], body["checks"]["workers"]["stale"]) == (503, ["workers"], 1)
 
 
-def test_stopped_worker_is_dead_at_once(client: Client) -> None:
+def test_stopped_worker_is_not_counted_dead(client: Client) -> None:
+    instance()  # the new worker of a deploy
+    instance(stopped_at=timezone.now())  # the old one, stopped cleanly
+    AppleAccountFactory()
+    code, body = get_health(client)
+    workers = body["checks"]["workers"]
+    assert (code, workers["alive"], workers["stopped"], workers["dead"]) == (200, 1, 1, 0)
+
+
+def test_only_stopped_workers_fail_saying_they_stopped(client: Client) -> None:
     instance(stopped_at=timezone.now())
     AppleAccountFactory()
     code, body = get_health(client)
+    workers = body["checks"]["workers"]
     assert (code, body["failing"]) == (503, ["workers"])
+    assert (workers["stopped"], workers["dead"]) == (1, 0)
+    assert "1 stopped cleanly" in workers["detail"]
 
 
 def test_qcluster_counts_as_a_worker(client: Client) -> None:
@@ -185,7 +197,8 @@ def test_database_down_fails_without_detail_and_skips_what_needs_it(
 def test_health_needs_no_credentials_and_shows_no_secret(client: Client) -> None:
     account = AppleAccountFactory()
     tracker = TrackerFactory()
-    response = client.get("/health", HTTP_AUTHORIZATION="Basic bm9ib2R5Om5vdGhpbmc=")
+    # A probe's stray (here: invalid) token must not turn into a 401.
+    response = client.get("/health", HTTP_AUTHORIZATION="Bearer not-a-token")
     assert response.status_code in (200, 503)
     assert account.state["account"]["password"].encode() not in response.content
     assert tracker.key_material["private_key"].encode() not in response.content

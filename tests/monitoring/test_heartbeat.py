@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 
 import pytest
 import redis
 from django.core.management import call_command
+from django.utils import timezone
 
-from monitoring.heartbeat import Heartbeat, channel
+from monitoring.heartbeat import Heartbeat, channel, prune_instances
 from monitoring.models import Liveness, ServiceInstance
+from monitoring.tasks import prune_service_instances
 
 pytestmark = pytest.mark.django_db
 
@@ -47,12 +50,21 @@ def test_heartbeats_work_without_redis(settings):
 # A started heartbeat writes from its own thread and connection, outside the test's
 # transaction: these tests commit and are cleaned up by flushing (transaction=True).
 @pytest.mark.django_db(transaction=True)
-def test_stop_marks_the_instance_dead():
+def test_stop_marks_the_instance_stopped():
     heartbeat = Heartbeat("short", interval=60).start()
     heartbeat.stop()
     instance = ServiceInstance.objects.get(instance_id=heartbeat.instance_id)
-    assert instance.liveness() == Liveness.DEAD
+    assert instance.liveness() == Liveness.STOPPED
     assert instance.heartbeat_count == 1
+
+
+def test_a_stopped_instance_stays_stopped_when_its_heartbeat_ages():
+    heartbeat = Heartbeat("short", interval=60)
+    heartbeat.beat()
+    heartbeat.stop()
+    instance = ServiceInstance.objects.get(instance_id=heartbeat.instance_id)
+    later = timezone.now() + dt.timedelta(hours=2)
+    assert instance.liveness(later) == Liveness.STOPPED
 
 
 def test_a_redis_outage_does_not_stop_the_beat(settings):
@@ -84,3 +96,36 @@ def test_monitor_heartbeats_polls_the_database_without_redis(settings, capsys):
     Heartbeat("db-only", interval=60).beat()
     call_command("monitor_heartbeats", "--count", "1", "--timeout", "5")
     assert "db-only" in capsys.readouterr().out
+
+
+def silent_for(hours: float, **fields: object) -> ServiceInstance:
+    beat = timezone.now() - dt.timedelta(hours=hours)
+    return ServiceInstance.objects.create(
+        service_name="fetch_trackers",
+        instance_id=f"host:{hours}:{fields.get('stopped_at') is not None}",
+        hostname="host",
+        pid=1,
+        started_at=beat - dt.timedelta(hours=1),
+        last_heartbeat=beat,
+        **fields,
+    )
+
+
+def test_prune_deletes_instances_silent_past_the_retention(settings):
+    settings.SERVICE_INSTANCE_RETENTION_HOURS = 24
+    old = silent_for(25)
+    old_stopped = silent_for(30, stopped_at=timezone.now() - dt.timedelta(hours=30))
+    recent = silent_for(23)
+    recent_stopped = silent_for(1, stopped_at=timezone.now() - dt.timedelta(hours=1))
+    assert prune_instances() == 2
+    left = set(ServiceInstance.objects.values_list("pk", flat=True))
+    assert left == {recent.pk, recent_stopped.pk}
+    assert not {old.pk, old_stopped.pk} & left
+
+
+def test_prune_follows_the_retention_setting(settings):
+    settings.SERVICE_INSTANCE_RETENTION_HOURS = 2
+    silent_for(3)
+    kept = silent_for(1)
+    assert prune_service_instances() == 1  # the daily django-q2 task
+    assert list(ServiceInstance.objects.values_list("pk", flat=True)) == [kept.pk]

@@ -77,7 +77,7 @@ class DetailSerializer(serializers.Serializer):
     detail = serializers.CharField()
 
 
-class UnavailableSerializer(DetailSerializer):
+class ServiceUnavailableSerializer(DetailSerializer):
     failing = serializers.ListField(child=serializers.CharField())
 
 
@@ -98,7 +98,7 @@ def errors(permission: str) -> dict[int, OpenApiResponse]:
             "to try again.",
         ),
         503: OpenApiResponse(
-            UnavailableSerializer, description="The database is down or not migrated."
+            ServiceUnavailableSerializer, description="The database is down or not migrated."
         ),
     }
 
