@@ -6,6 +6,7 @@ rows and heartbeats. django-q2's worker processes get heartbeats here too (`post
 
 from __future__ import annotations
 
+import multiprocessing.util
 from collections.abc import Hashable
 from typing import Any
 
@@ -70,4 +71,10 @@ def start_qcluster_heartbeat(sender: Any, proc_name: str, **kwargs: Any) -> None
     def figures() -> dict[str, Any]:
         return {"process": proc_name, **status.figures()}
 
-    on_process_started(None, service_name="qcluster", figures=figures, key=("qcluster", proc_name))
+    key = ("qcluster", proc_name)
+    on_process_started(None, service_name="qcluster", figures=figures, key=key)
+    # django-q2 ends its worker processes with a stop sentinel, and multiprocessing runs its
+    # finalizers when a child's run() returns: mark the instance stopped, not dead.
+    multiprocessing.util.Finalize(
+        None, on_process_stopped, args=(None,), kwargs={"key": key}, exitpriority=10
+    )

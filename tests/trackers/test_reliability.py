@@ -313,6 +313,10 @@ def test_qcluster_schedule_drives_the_same_fetching(simulator, spawn):
         proc.wait(60)
     assert not Tracker.objects.filter(last_processed_at=None).exists()
     stored_equals_served(simulator)
+    # A clean stop shows as stopped, not as a worker that went silent.
+    instances = ServiceInstance.objects.filter(service_name="qcluster")
+    assert instances.exists()
+    assert not instances.filter(stopped_at=None).exists()
 
 
 def test_sigterm_during_a_stuck_request_releases_the_batch(simulator, spawn):

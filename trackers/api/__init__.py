@@ -1,1 +1,1 @@
-"""Fetch control endpoints (staff only)."""
+"""Fetch control endpoints (named permissions: trackers.fetch_now, trackers.reset_queue)."""
