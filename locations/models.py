@@ -5,6 +5,55 @@ from __future__ import annotations
 from django.contrib.gis.db import models
 
 
+class Address(models.Model):
+    """A reverse-geocoded address, cached per cell of rounded coordinates (geocoding.py).
+
+    Reports point at the cell they fall in; a cell is looked up once, whatever the number of
+    reports in it, so the provider's policy (Nominatim: 1 request/s, results cached) holds.
+    """
+
+    cell = models.CharField(max_length=64, unique=True)
+    provider = models.CharField(max_length=50)
+    label = models.TextField(help_text="The address as one line.")
+    components = models.JSONField(default=dict, blank=True)
+    point = models.PointField(srid=4326, help_text="The centre of the cell.")
+    hits = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "addresses"
+
+    def __str__(self) -> str:
+        return self.label
+
+
+class TrackerProcessing(models.Model):
+    """A tracker's place in the processing queue and what processing remembers about it.
+
+    The processing queue is the report table (reports with processed_at NULL); this row is
+    the per-tracker lease that keeps two processors off one tracker's reports, and the
+    newest report processed (older ones arriving late never change state).
+    """
+
+    tracker = models.OneToOneField(
+        "trackers.Tracker", on_delete=models.CASCADE, primary_key=True, related_name="processing"
+    )
+    claimed_by = models.CharField(max_length=200, blank=True)
+    claim_token = models.UUIDField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    newest_timestamp = models.DateTimeField(null=True, blank=True)
+    newest_report = models.ForeignKey(
+        "LocationReport", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    first_seen_at = models.DateTimeField(null=True, blank=True)
+    silent_since = models.DateTimeField(null=True, blank=True)
+    battery_low = models.BooleanField(default=False)
+
+    def __str__(self) -> str:
+        return f"processing of {self.tracker_id}"
+
+
 class LocationReport(models.Model):
     """One decrypted Find My report. The encrypted payload identifies it: re-fetches add nothing."""
 
@@ -18,6 +67,13 @@ class LocationReport(models.Model):
     status = models.PositiveSmallIntegerField(help_text="Status byte (battery on AirTags).")
     payload = models.BinaryField(help_text="The encrypted payload as Apple returned it.")
     fetched_at = models.DateTimeField()
+    # Geofencing and tracker events done (the processing queue: NULL = pending).
+    processed_at = models.DateTimeField(null=True, blank=True)
+    # Reverse geocoding: the cell's address, or a note saying why there is none (yet).
+    address = models.ForeignKey(
+        Address, null=True, blank=True, on_delete=models.SET_NULL, related_name="reports"
+    )
+    geocode_note = models.CharField(max_length=200, blank=True, db_default="")
 
     class Meta:
         ordering = ["-timestamp"]
@@ -32,6 +88,18 @@ class LocationReport(models.Model):
             models.Index(fields=["tracker", "-timestamp"], name="report_tracker_time_idx"),
             # The admin's newest-first list and fleet-wide time-range searches.
             models.Index(fields=["-timestamp"], name="report_time_idx"),
+            # processing.claim(): trackers with pending reports, and their reports in order.
+            models.Index(
+                fields=["tracker", "timestamp"],
+                name="report_unprocessed_idx",
+                condition=models.Q(processed_at__isnull=True),
+            ),
+            # geocoding backfill: reports with neither an address nor a reason, newest first.
+            models.Index(
+                fields=["-timestamp"],
+                name="report_ungeocoded_idx",
+                condition=models.Q(address__isnull=True, geocode_note=""),
+            ),
         ]
 
     def __str__(self) -> str:

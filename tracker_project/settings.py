@@ -291,6 +291,16 @@ WORKER_ERROR_BACKOFF = env_int("WORKER_ERROR_BACKOFF", 5, minimum=1)
 # Service instances whose last heartbeat is older than this are deleted (daily schedule).
 SERVICE_INSTANCE_RETENTION_HOURS = env_int("SERVICE_INSTANCE_RETENTION_HOURS", 24, minimum=1)
 
+# --- processing: geofences, events (see README, "Configuration") -----------------------
+GEOFENCE_CONFIRMATIONS = env_int("GEOFENCE_CONFIRMATIONS", 2, minimum=1)
+GEOFENCE_MIN_DWELL_SECONDS = env_int("GEOFENCE_MIN_DWELL_SECONDS", 0)
+GEOFENCE_EXIT_MARGIN_M = env_int("GEOFENCE_EXIT_MARGIN_M", 0)
+GEOFENCE_MAX_RADIUS_M = env_int("GEOFENCE_MAX_RADIUS_M", 500_000, minimum=1)
+GEOFENCE_MAX_AREA_KM2 = env_int("GEOFENCE_MAX_AREA_KM2", 1_000_000, minimum=1)
+TRACKER_SILENT_HOURS = env_int("TRACKER_SILENT_HOURS", 24, minimum=1)
+PROCESS_BATCH_TRACKERS = env_int("PROCESS_BATCH_TRACKERS", 50, minimum=1)
+PROCESS_IDLE_SLEEP = env_int("PROCESS_IDLE_SLEEP", 1, minimum=1)  # seconds between empty polls
+
 # --- django-q2 --------------------------------------------------------------------------
 Q_CLUSTER = {
     "name": "trackerfleet",

@@ -17,6 +17,18 @@ SCHEDULES: dict[str, dict[str, Any]] = {
         "schedule_type": "D",  # Schedule.DAILY
         "repeats": -1,
     },
+    "process-locations": {
+        "func": "geofences.tasks.process_locations",
+        "schedule_type": "I",  # Schedule.MINUTES
+        "minutes": 1,
+        "repeats": -1,
+    },
+    "detect-silent-trackers": {
+        "func": "geofences.tasks.detect_silent_trackers",
+        "schedule_type": "I",
+        "minutes": 15,
+        "repeats": -1,
+    },
     "prune-service-instances": {
         "func": "monitoring.tasks.prune_service_instances",
         "schedule_type": "D",  # Schedule.DAILY

@@ -1,0 +1,299 @@
+"""The processor: geofence states, events and alert deliveries for a claim of reports.
+
+Reads everything it needs, decides in Python (state.py) on evidence from PostGIS
+(membership.py), and writes the outcome in one transaction that first checks the lease
+(locations.processing): states, events (unique by dedupe key), one delivery per
+(event, rule, channel), the trackers' processing rows, and the reports' processed_at.
+Geofencing never waits for geocoding: addresses are filled in by the geocoder afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from locations import processing
+from locations.models import TrackerProcessing
+from trackers.models import Tracker, TrackerKind
+
+from . import alerts
+from .membership import evidence
+from .models import EventKind, Geofence, GeofenceState
+from .state import FenceState, step
+
+log = logging.getLogger(__name__)
+
+# AirTag status byte: the top two bits are the battery level (00 full, 01 medium, 10 low,
+# 11 critical). OpenHaystack-style beacons may use the byte freely: accessories only.
+BATTERY_LOW_LEVEL = 2
+
+
+class LeaseLost(Exception):
+    """Another processor holds the trackers now: nothing of this batch was written."""
+
+
+@dataclass
+class NewEvent:
+    tracker_id: int
+    geofence_id: int | None
+    kind: str
+    report_id: int | None
+    occurred_at: dt.datetime
+    dedupe_key: str
+
+
+@dataclass
+class ProcessResult:
+    trackers: int = 0
+    reports: int = 0
+    late: int = 0
+    events: int = 0
+    deliveries: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)
+
+
+def applicable_fences(trackers: dict[int, dict[str, Any]]) -> dict[int, list[Geofence]]:
+    """Each tracker's active fences: its owner's, assigned to it or to none."""
+    owners = {t["owner_id"] for t in trackers.values() if t["owner_id"] is not None}
+    fences = list(
+        Geofence.objects.filter(owner_id__in=owners, is_active=True)
+        .prefetch_related("trackers")
+        .only("id", "owner_id", "kind", "schedule", "time_zone")
+    )
+    out: dict[int, list[Geofence]] = {}
+    for tracker_id, tracker in trackers.items():
+        out[tracker_id] = [
+            f
+            for f in fences
+            if f.owner_id == tracker["owner_id"]
+            and (not f.trackers.all() or any(t.pk == tracker_id for t in f.trackers.all()))
+        ]
+    return out
+
+
+def process(claim: processing.ProcessingClaim) -> ProcessResult:
+    """Process one claim; LeaseLost if it was taken over (nothing written)."""
+    result = ProcessResult(trackers=len(claim.tracker_ids), reports=len(claim.reports))
+    trackers = {
+        t["id"]: t
+        for t in Tracker.objects.filter(id__in=claim.tracker_ids).values("id", "owner_id", "kind")
+    }
+    fences = applicable_fences(trackers)
+    rows = {p.tracker_id: p for p in TrackerProcessing.objects.filter(tracker_id__in=trackers)}
+    by_tracker: dict[int, list[processing.PendingReport]] = defaultdict(list)
+    for report in claim.reports:
+        by_tracker[report.tracker_id].append(report)
+    fresh = [
+        r
+        for r in claim.reports
+        if rows[r.tracker_id].newest_timestamp is None
+        or r.timestamp > rows[r.tracker_id].newest_timestamp
+    ]
+    fence_ids = sorted({f.id for fs in fences.values() for f in fs})
+    sides = evidence([r.id for r in fresh], fence_ids)
+    states = {
+        (s.tracker_id, s.geofence_id): s
+        for s in GeofenceState.objects.filter(tracker_id__in=trackers, geofence_id__in=fence_ids)
+    }
+    machines: dict[tuple[int, int], FenceState] = {}
+    events: list[NewEvent] = []
+    confirmations = settings.GEOFENCE_CONFIRMATIONS
+    dwell = dt.timedelta(seconds=settings.GEOFENCE_MIN_DWELL_SECONDS)
+    for tracker_id, reports in by_tracker.items():
+        row = rows[tracker_id]
+        accessory = trackers[tracker_id]["kind"] == TrackerKind.ACCESSORY
+        for report in reports:
+            if row.newest_timestamp is not None and report.timestamp <= row.newest_timestamp:
+                result.late += 1  # stored and geocoded, but it never changes state
+                continue
+            events += _tracker_events(row, report, accessory)
+            for fence in fences.get(tracker_id, []):
+                if not fence.scheduled_at(report.timestamp):
+                    continue
+                key = (tracker_id, fence.id)
+                if key not in machines:
+                    saved = states.get(key)
+                    machines[key] = (
+                        FenceState(
+                            saved.side,
+                            saved.candidate,
+                            saved.candidate_count,
+                            saved.candidate_since,
+                            saved.changed_at,
+                        )
+                        if saved
+                        else FenceState()
+                    )
+                change = step(
+                    machines[key],
+                    sides.get((report.id, fence.id)),
+                    report.timestamp,
+                    confirmations=confirmations,
+                    min_dwell=dwell,
+                )
+                if change is not None and change.event_kind is not None:
+                    events.append(
+                        NewEvent(
+                            tracker_id,
+                            fence.id,
+                            change.event_kind,
+                            report.id,
+                            change.since,
+                            f"fence:{fence.id}:{tracker_id}:{change.event_kind}:{report.id}",
+                        )
+                    )
+            row.newest_timestamp, row.newest_report_id = report.timestamp, report.id
+    with transaction.atomic():
+        if not processing.still_ours(claim):
+            raise LeaseLost
+        _save_states(machines)
+        created = _insert_events(events)
+        result.events = len(created)
+        result.deliveries = alerts.create_deliveries(created)
+        for row in rows.values():
+            TrackerProcessing.objects.filter(tracker_id=row.tracker_id).update(
+                newest_timestamp=row.newest_timestamp,
+                newest_report_id=row.newest_report_id,
+                first_seen_at=row.first_seen_at,
+                silent_since=row.silent_since,
+                battery_low=row.battery_low,
+                **processing.PROCESSING_LEASE.cleared(),
+            )
+        processing.mark_processed(claim)
+    for event in created:
+        result.kinds[event["kind"]] = result.kinds.get(event["kind"], 0) + 1
+    return result
+
+
+def _tracker_events(
+    row: TrackerProcessing, report: processing.PendingReport, accessory: bool
+) -> list[NewEvent]:
+    """First seen, back online and battery low, from one report newer than any before."""
+    out = []
+    tracker_id = row.tracker_id
+    if row.first_seen_at is None:
+        row.first_seen_at = report.timestamp
+        out.append(
+            NewEvent(
+                tracker_id,
+                None,
+                EventKind.FIRST_SEEN,
+                report.id,
+                report.timestamp,
+                f"first_seen:{tracker_id}",
+            )
+        )
+    if row.silent_since is not None:
+        row.silent_since = None
+        out.append(
+            NewEvent(
+                tracker_id,
+                None,
+                EventKind.BACK_ONLINE,
+                report.id,
+                report.timestamp,
+                f"back_online:{tracker_id}:{report.id}",
+            )
+        )
+    if accessory:
+        low = (report.status >> 6) & 0b11 >= BATTERY_LOW_LEVEL
+        if low and not row.battery_low:
+            out.append(
+                NewEvent(
+                    tracker_id,
+                    None,
+                    EventKind.BATTERY_LOW,
+                    report.id,
+                    report.timestamp,
+                    f"battery_low:{tracker_id}:{report.id}",
+                )
+            )
+        row.battery_low = low
+    return out
+
+
+def _save_states(machines: dict[tuple[int, int], FenceState]) -> None:
+    GeofenceState.objects.bulk_create(
+        [
+            GeofenceState(
+                tracker_id=tracker_id,
+                geofence_id=fence_id,
+                side=m.side,
+                candidate=m.candidate,
+                candidate_count=m.candidate_count,
+                candidate_since=m.candidate_since,
+                changed_at=m.changed_at,
+            )
+            for (tracker_id, fence_id), m in machines.items()
+        ],
+        update_conflicts=True,
+        unique_fields=["tracker", "geofence"],
+        update_fields=["side", "candidate", "candidate_count", "candidate_since", "changed_at"],
+    )
+
+
+def _insert_events(events: list[NewEvent]) -> list[dict[str, Any]]:
+    """Insert the events not written before (by dedupe key); return the new ones."""
+    if not events:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO geofences_geofenceevent
+                (tracker_id, geofence_id, kind, report_id, occurred_at, created_at, dedupe_key)
+            SELECT * FROM unnest(
+                %s::bigint[], %s::bigint[], %s::varchar[], %s::bigint[], %s::timestamptz[],
+                %s::timestamptz[], %s::varchar[]
+            )
+            ON CONFLICT (dedupe_key) DO NOTHING
+            RETURNING id, tracker_id, geofence_id, kind, occurred_at
+            """,
+            [
+                [e.tracker_id for e in events],
+                [e.geofence_id for e in events],
+                [e.kind for e in events],
+                [e.report_id for e in events],
+                [e.occurred_at for e in events],
+                [timezone.now()] * len(events),
+                [e.dedupe_key for e in events],
+            ],
+        )
+        columns = ["id", "tracker_id", "geofence_id", "kind", "occurred_at"]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+def mark_silent_trackers() -> int:
+    """Raise `silent` for trackers without a new report for TRACKER_SILENT_HOURS (schedule)."""
+    hours = settings.TRACKER_SILENT_HOURS
+    cutoff = timezone.now() - dt.timedelta(hours=hours)
+    silent = list(
+        TrackerProcessing.objects.filter(
+            Q(newest_timestamp__lt=cutoff), silent_since__isnull=True
+        ).values_list("tracker_id", "newest_timestamp", "newest_report_id")
+    )
+    events = [
+        NewEvent(
+            tracker_id,
+            None,
+            EventKind.SILENT,
+            None,
+            newest + dt.timedelta(hours=hours),
+            f"silent:{tracker_id}:{report_id}",
+        )
+        for tracker_id, newest, report_id in silent
+    ]
+    with transaction.atomic():
+        created = _insert_events(events)
+        alerts.create_deliveries(created)
+        TrackerProcessing.objects.filter(
+            tracker_id__in=[e["tracker_id"] for e in created], silent_since__isnull=True
+        ).update(silent_since=timezone.now())
+    return len(created)

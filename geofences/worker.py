@@ -1,0 +1,136 @@
+"""The processing loop: claim trackers with pending reports, process them, repeat.
+
+`manage.py process_locations` runs it long-running (a new report is processed about a
+second after it is stored); `--once` processes everything pending and exits; django-q2's
+`process-locations` schedule runs bounded passes of the same code from qcluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection
+from django.utils import timezone
+
+from locations import processing
+from locations.models import LocationReport
+from trackers.signals import process_started, process_stopped, report_failure
+from trackers.worker import worker_name
+
+from .models import AlertDelivery, DeliveryStatus, Geofence
+from .processor import LeaseLost, ProcessResult, process
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProcessSummary:
+    batches: int = 0
+    reports: int = 0
+    late: int = 0
+    events: int = 0
+    deliveries: int = 0
+    lost: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)
+
+    def add(self, result: ProcessResult) -> None:
+        self.batches += 1
+        self.reports += result.reports
+        self.late += result.late
+        self.events += result.events
+        self.deliveries += result.deliveries
+        for kind, n in result.kinds.items():
+            self.kinds[kind] = self.kinds.get(kind, 0) + n
+
+    def line(self) -> str:
+        return (
+            f"reports={self.reports} late={self.late} events={self.events} "
+            f"deliveries={self.deliveries} batches={self.batches}"
+        )
+
+
+def process_claim(claim: processing.ProcessingClaim) -> ProcessResult | None:
+    """Process a claim; on a lost lease or an unexpected error, nothing of it is written."""
+    try:
+        return process(claim)
+    except LeaseLost:
+        log.warning(
+            "processing lease lost; another processor does it", extra={"worker": claim.worker}
+        )
+        return None
+    except DatabaseError:
+        raise
+    except Exception as exc:
+        log.exception("unexpected error while processing", extra={"worker": claim.worker})
+        processing.release(claim)
+        report_failure(
+            "unexpected",
+            f"processing: {type(exc).__name__}: {exc}",
+            fingerprint=f"processing:{type(exc).__name__}",
+            detail={"trackers": claim.tracker_ids, "worker": claim.worker},
+        )
+        return None
+
+
+def run_pass(
+    worker: str, *, stop: threading.Event | None = None, deadline: float | None = None
+) -> ProcessSummary:
+    """Process until nothing is pending (or stop/deadline)."""
+    summary = ProcessSummary()
+    while not (stop and stop.is_set()) and (deadline is None or time.monotonic() < deadline):
+        claim = processing.claim(worker)
+        if claim is None:
+            break
+        result = process_claim(claim)
+        if result is None:
+            summary.lost += 1
+            if summary.lost > 50:  # everything pending is held by others or failing
+                break
+            continue
+        summary.add(result)
+    return summary
+
+
+def figures() -> dict[str, Any]:
+    """The geofence service's heartbeat figures."""
+    return {
+        "active_geofences": Geofence.objects.filter(is_active=True).count(),
+        "pending_reports": LocationReport.objects.filter(processed_at__isnull=True).count(),
+        "pending_events": AlertDelivery.objects.filter(status=DeliveryStatus.PENDING).count(),
+        "last_pass_at": timezone.now().isoformat(),
+    }
+
+
+class Processor:
+    """One long-running processor; the signal handlers only set a flag."""
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or worker_name("processor")
+        self.stop = threading.Event()
+
+    def run_forever(self) -> None:
+        process_started.send(
+            sender=Processor, service_name="geofence_service", figures=figures, key=self
+        )
+        failures = 0
+        try:
+            while not self.stop.is_set():
+                try:
+                    summary = run_pass(self.name, stop=self.stop)
+                    failures = 0
+                except DatabaseError:
+                    failures += 1
+                    log.exception("database error; reconnecting", extra={"worker": self.name})
+                    connection.close()
+                    self.stop.wait(min(2**failures, 30))
+                    continue
+                if summary.batches == 0:
+                    close_old_connections()
+                    self.stop.wait(settings.PROCESS_IDLE_SLEEP)
+        finally:
+            process_stopped.send(sender=Processor, key=self)

@@ -1,0 +1,130 @@
+"""The processing queue: reports not processed yet, claimed per tracker.
+
+A claim leases up to PROCESS_BATCH_TRACKERS trackers that have pending reports (their
+TrackerProcessing rows, `SELECT ... FOR UPDATE SKIP LOCKED`), so no two processors ever work
+on one tracker's reports at once. The processor reads the pending reports in timestamp order
+outside any transaction, and commits everything it concluded (states, events, deliveries,
+`processed_at`) in one transaction that first checks the lease is still its own: a processor
+killed mid-batch wrote nothing, its lease expires, and the next claim does the work again;
+a processor whose lease was taken over writes nothing. Each report is processed exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from trackers.leases import LeaseColumns
+
+from .models import TrackerProcessing
+
+PROCESSING_LEASE = LeaseColumns("claimed_by", "claim_token", "lease_until")
+
+# Trackers with pending reports, those pending longest first; the lease rows are made for
+# trackers that have none yet. Driven by the partial index on unprocessed reports, so an
+# empty poll costs next to nothing at any table size.
+_PENDING_SQL = """
+WITH pending AS (
+    SELECT tracker_id, min(fetched_at) AS oldest
+    FROM locations_locationreport WHERE processed_at IS NULL
+    GROUP BY tracker_id ORDER BY oldest LIMIT %(scan)s
+), made AS (
+    INSERT INTO locations_trackerprocessing (tracker_id, claimed_by, battery_low)
+    SELECT tracker_id, '', false FROM pending
+    ON CONFLICT (tracker_id) DO NOTHING
+)
+SELECT tracker_id FROM pending ORDER BY oldest
+"""
+
+_LOCK_SQL = """
+SELECT tracker_id FROM locations_trackerprocessing
+WHERE tracker_id = ANY(%(ids)s) AND (lease_until IS NULL OR lease_until < now())
+ORDER BY array_position(%(ids)s, tracker_id)
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+"""
+
+
+@dataclass
+class PendingReport:
+    id: int
+    tracker_id: int
+    timestamp: dt.datetime
+    accuracy: int
+    status: int
+
+
+@dataclass
+class ProcessingClaim:
+    worker: str
+    token: uuid.UUID
+    tracker_ids: list[int]
+    reports: list[PendingReport] = field(default_factory=list)
+
+
+def claim(worker: str, max_trackers: int | None = None) -> ProcessingClaim | None:
+    """Lease trackers with pending reports and read those reports, or None."""
+    limit = max_trackers or settings.PROCESS_BATCH_TRACKERS
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_PENDING_SQL, {"scan": limit * 4})
+        candidates = [row[0] for row in cursor.fetchall()]
+        if not candidates:
+            return None
+        cursor.execute(_LOCK_SQL, {"ids": candidates, "limit": limit})
+        ids = [row[0] for row in cursor.fetchall()]
+        if not ids:
+            return None
+        token = uuid.uuid4()
+        TrackerProcessing.objects.filter(tracker_id__in=ids).update(
+            **PROCESSING_LEASE.take(worker, token, settings.PROCESSING_TIMEOUT)
+        )
+    result = ProcessingClaim(worker, token, ids)
+    result.reports = pending_reports(ids)
+    return result
+
+
+def pending_reports(tracker_ids: list[int]) -> list[PendingReport]:
+    """The trackers' unprocessed reports, per tracker in timestamp order."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT id, tracker_id, "timestamp", horizontal_accuracy, status
+            FROM locations_locationreport
+            WHERE tracker_id = ANY(%s) AND processed_at IS NULL
+            ORDER BY tracker_id, "timestamp", id
+            """,
+            [tracker_ids],
+        )
+        return [PendingReport(*row) for row in cursor.fetchall()]
+
+
+def still_ours(claim_: ProcessingClaim) -> bool:
+    """Inside the commit's transaction: lock our lease rows; False if any was taken over."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM locations_trackerprocessing "
+            "WHERE tracker_id = ANY(%s) AND claim_token = %s FOR UPDATE) AS mine",
+            [claim_.tracker_ids, claim_.token],
+        )
+        return cursor.fetchone()[0] == len(claim_.tracker_ids)
+
+
+def mark_processed(claim_: ProcessingClaim) -> int:
+    """Inside the commit's transaction: the claim's reports are done."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE locations_locationreport SET processed_at = now() "
+            "WHERE id = ANY(%s) AND processed_at IS NULL",
+            [[r.id for r in claim_.reports]],
+        )
+        return cursor.rowcount
+
+
+def release(claim_: ProcessingClaim) -> int:
+    return PROCESSING_LEASE.release(
+        TrackerProcessing.objects.filter(tracker_id__in=claim_.tracker_ids), claim_.token
+    )
