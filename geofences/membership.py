@@ -18,8 +18,6 @@ from collections.abc import Sequence
 from django.conf import settings
 from django.db import connection
 
-from .models import Side
-
 _EVIDENCE_SQL = """
 WITH r AS (
     SELECT id, point::geography AS g, horizontal_accuracy::float8 AS acc
@@ -56,7 +54,10 @@ CROSS JOIN LATERAL (
 def evidence(
     report_ids: Sequence[int], fence_ids: Sequence[int]
 ) -> dict[tuple[int, int], str | None]:
-    """(report id, fence id) -> 'inside', 'outside' or None, for every pair asked about."""
+    """(report id, fence id) -> 'inside', 'outside' or None, for the pairs within reach.
+
+    A pair missing from the answer is out of reach: evidence of outside.
+    """
     if not report_ids or not fence_ids:
         return {}
     with connection.cursor() as cursor:
@@ -74,9 +75,4 @@ def evidence(
                 "reach": reach,
             },
         )
-        near = {(report, fence): side for report, fence, side in cursor.fetchall()}
-    return {
-        (report, fence): near.get((report, fence), Side.OUTSIDE)
-        for report in report_ids
-        for fence in fence_ids
-    }
+        return {(report, fence): side for report, fence, side in cursor.fetchall()}

@@ -26,7 +26,7 @@ from trackers.models import Tracker, TrackerKind
 
 from . import alerts
 from .membership import evidence
-from .models import EventKind, Geofence, GeofenceState
+from .models import EventKind, Geofence, GeofenceState, Side
 from .state import FenceState, step
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ def process(claim: processing.ProcessingClaim) -> ProcessResult:
     by_tracker: dict[int, list[processing.PendingReport]] = defaultdict(list)
     for report in claim.reports:
         by_tracker[report.tracker_id].append(report)
+    report_tracker = {r.id: r.tracker_id for r in claim.reports}
     fresh = [
         r
         for r in claim.reports
@@ -98,11 +99,16 @@ def process(claim: processing.ProcessingClaim) -> ProcessResult:
         or r.timestamp > rows[r.tracker_id].newest_timestamp
     ]
     fence_ids = sorted({f.id for fs in fences.values() for f in fs})
-    sides = evidence([r.id for r in fresh], fence_ids)
+    near = evidence([r.id for r in fresh], fence_ids)  # only pairs within reach
     states = {
         (s.tracker_id, s.geofence_id): s
-        for s in GeofenceState.objects.filter(tracker_id__in=trackers, geofence_id__in=fence_ids)
+        for s in GeofenceState.objects.filter(
+            tracker_id__in=trackers, geofence_id__in=fence_ids
+        ).exclude(side=Side.OUTSIDE, candidate="")
     }
+    near_fences: dict[int, set[int]] = defaultdict(set)
+    for report_id, fence_id in near:
+        near_fences[report_tracker[report_id]].add(fence_id)
     machines: dict[tuple[int, int], FenceState] = {}
     events: list[NewEvent] = []
     confirmations = settings.GEOFENCE_CONFIRMATIONS
@@ -110,12 +116,20 @@ def process(claim: processing.ProcessingClaim) -> ProcessResult:
     for tracker_id, reports in by_tracker.items():
         row = rows[tracker_id]
         accessory = trackers[tracker_id]["kind"] == TrackerKind.ACCESSORY
+        # A fence this tracker is clearly outside of, far from every report of the batch,
+        # changes nothing (unknown and outside both enter on the next inside run): only
+        # fences near a report, or with an unsettled state, are stepped through.
+        relevant = [
+            f
+            for f in fences.get(tracker_id, [])
+            if f.id in near_fences[tracker_id] or (tracker_id, f.id) in states
+        ]
         for report in reports:
             if row.newest_timestamp is not None and report.timestamp <= row.newest_timestamp:
                 result.late += 1  # stored and geocoded, but it never changes state
                 continue
             events += _tracker_events(row, report, accessory)
-            for fence in fences.get(tracker_id, []):
+            for fence in relevant:
                 if not fence.scheduled_at(report.timestamp):
                     continue
                 key = (tracker_id, fence.id)
@@ -134,7 +148,7 @@ def process(claim: processing.ProcessingClaim) -> ProcessResult:
                     )
                 change = step(
                     machines[key],
-                    sides.get((report.id, fence.id)),
+                    near.get((report.id, fence.id), Side.OUTSIDE),
                     report.timestamp,
                     confirmations=confirmations,
                     min_dwell=dwell,
