@@ -60,23 +60,49 @@ class ProcessResult:
     kinds: dict[str, int] = field(default_factory=dict)
 
 
-def applicable_fences(trackers: dict[int, dict[str, Any]]) -> dict[int, list[Geofence]]:
-    """Each tracker's active fences: its owner's, assigned to it or to none."""
+@dataclass(frozen=True)
+class FenceRef:
+    """What the processor needs of a fence (no model instance: a claim reads hundreds)."""
+
+    id: int
+    schedule: dict[str, Any]
+    time_zone: str
+
+    def scheduled_at(self, moment: dt.datetime) -> bool:
+        if not self.schedule:
+            return True
+        return Geofence(schedule=self.schedule, time_zone=self.time_zone).scheduled_at(moment)
+
+
+def applicable_fences(trackers: dict[int, dict[str, Any]]) -> dict[int, list[FenceRef]]:
+    """Each tracker's active fences: its owner's, assigned to it or to no tracker at all."""
     owners = {t["owner_id"] for t in trackers.values() if t["owner_id"] is not None}
-    fences = list(
-        Geofence.objects.filter(owner_id__in=owners, is_active=True)
-        .prefetch_related("trackers")
-        .only("id", "owner_id", "kind", "schedule", "time_zone")
-    )
-    out: dict[int, list[Geofence]] = {}
-    for tracker_id, tracker in trackers.items():
-        out[tracker_id] = [
-            f
-            for f in fences
-            if f.owner_id == tracker["owner_id"]
-            and (not f.trackers.all() or any(t.pk == tracker_id for t in f.trackers.all()))
-        ]
-    return out
+    by_owner: dict[int, list[FenceRef]] = defaultdict(list)
+    fence_ids = []
+    for fence_id, owner_id, schedule, time_zone in Geofence.objects.filter(
+        owner_id__in=owners, is_active=True
+    ).values_list("id", "owner_id", "schedule", "time_zone"):
+        by_owner[owner_id].append(FenceRef(fence_id, schedule, time_zone))
+        fence_ids.append(fence_id)
+    assigned: dict[int, set[int]] = defaultdict(set)
+    for fence_id, tracker_id in Geofence.trackers.through.objects.filter(
+        geofence_id__in=fence_ids
+    ).values_list("geofence_id", "tracker_id"):
+        assigned[fence_id].add(tracker_id)
+    # Most fences are assigned to no tracker: one shared list per owner, plus the few
+    # fences assigned to a tracker (no per-tracker scan of every fence).
+    shared = {owner: [f for f in refs if not assigned[f.id]] for owner, refs in by_owner.items()}
+    for_tracker: dict[int, list[FenceRef]] = defaultdict(list)
+    for owner, refs in by_owner.items():
+        for f in refs:
+            for tracker_id in assigned[f.id]:
+                for_tracker[tracker_id].append(f)
+    return {
+        tracker_id: shared.get(tracker["owner_id"], []) + for_tracker.get(tracker_id, [])
+        if tracker_id in for_tracker
+        else shared.get(tracker["owner_id"], [])
+        for tracker_id, tracker in trackers.items()
+    }
 
 
 def process(claim: processing.ProcessingClaim) -> ProcessResult:
@@ -98,7 +124,7 @@ def process(claim: processing.ProcessingClaim) -> ProcessResult:
         if rows[r.tracker_id].newest_timestamp is None
         or r.timestamp > rows[r.tracker_id].newest_timestamp
     ]
-    fence_ids = sorted({f.id for fs in fences.values() for f in fs})
+    fence_ids = sorted({f.id for fs in {id(v): v for v in fences.values()}.values() for f in fs})
     near = evidence([r.id for r in fresh], fence_ids)  # only pairs within reach
     states = {
         (s.tracker_id, s.geofence_id): s
@@ -106,6 +132,9 @@ def process(claim: processing.ProcessingClaim) -> ProcessResult:
             tracker_id__in=trackers, geofence_id__in=fence_ids
         ).exclude(side=Side.OUTSIDE, candidate="")
     }
+    unsettled: dict[int, set[int]] = defaultdict(set)
+    for tracker_id, fence_id in states:
+        unsettled[tracker_id].add(fence_id)
     near_fences: dict[int, set[int]] = defaultdict(set)
     for report_id, fence_id in near:
         near_fences[report_tracker[report_id]].add(fence_id)
@@ -119,11 +148,8 @@ def process(claim: processing.ProcessingClaim) -> ProcessResult:
         # A fence this tracker is clearly outside of, far from every report of the batch,
         # changes nothing (unknown and outside both enter on the next inside run): only
         # fences near a report, or with an unsettled state, are stepped through.
-        relevant = [
-            f
-            for f in fences.get(tracker_id, [])
-            if f.id in near_fences[tracker_id] or (tracker_id, f.id) in states
-        ]
+        wanted = near_fences[tracker_id] | unsettled[tracker_id]
+        relevant = [f for f in fences.get(tracker_id, []) if f.id in wanted] if wanted else []
         for report in reports:
             if row.newest_timestamp is not None and report.timestamp <= row.newest_timestamp:
                 result.late += 1  # stored and geocoded, but it never changes state
@@ -172,15 +198,7 @@ def process(claim: processing.ProcessingClaim) -> ProcessResult:
         created = _insert_events(events)
         result.events = len(created)
         result.deliveries = alerts.create_deliveries(created)
-        for row in rows.values():
-            TrackerProcessing.objects.filter(tracker_id=row.tracker_id).update(
-                newest_timestamp=row.newest_timestamp,
-                newest_report_id=row.newest_report_id,
-                first_seen_at=row.first_seen_at,
-                silent_since=row.silent_since,
-                battery_low=row.battery_low,
-                **processing.PROCESSING_LEASE.cleared(),
-            )
+        _save_processing(list(rows.values()))
         processing.mark_processed(claim)
     for event in created:
         result.kinds[event["kind"]] = result.kinds.get(event["kind"], 0) + 1
@@ -252,6 +270,34 @@ def _save_states(machines: dict[tuple[int, int], FenceState]) -> None:
         unique_fields=["tracker", "geofence"],
         update_fields=["side", "candidate", "candidate_count", "candidate_since", "changed_at"],
     )
+
+
+def _save_processing(rows: list[TrackerProcessing]) -> None:
+    """What processing remembers per tracker, and the end of the lease: one statement."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE locations_trackerprocessing AS p SET
+                newest_timestamp = u.newest_timestamp, newest_report_id = u.newest_report_id,
+                first_seen_at = u.first_seen_at, silent_since = u.silent_since,
+                battery_low = u.battery_low, claimed_by = '', claim_token = NULL,
+                lease_until = NULL
+            FROM unnest(
+                %s::bigint[], %s::timestamptz[], %s::bigint[], %s::timestamptz[],
+                %s::timestamptz[], %s::boolean[]
+            ) AS u(tracker_id, newest_timestamp, newest_report_id, first_seen_at,
+                   silent_since, battery_low)
+            WHERE p.tracker_id = u.tracker_id
+            """,
+            [
+                [r.tracker_id for r in rows],
+                [r.newest_timestamp for r in rows],
+                [r.newest_report_id for r in rows],
+                [r.first_seen_at for r in rows],
+                [r.silent_since for r in rows],
+                [r.battery_low for r in rows],
+            ],
+        )
 
 
 def _insert_events(events: list[NewEvent]) -> list[dict[str, Any]]:

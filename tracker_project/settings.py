@@ -298,7 +298,7 @@ GEOFENCE_EXIT_MARGIN_M = env_int("GEOFENCE_EXIT_MARGIN_M", 0)
 GEOFENCE_MAX_RADIUS_M = env_int("GEOFENCE_MAX_RADIUS_M", 500_000, minimum=1)
 GEOFENCE_MAX_AREA_KM2 = env_int("GEOFENCE_MAX_AREA_KM2", 1_000_000, minimum=1)
 TRACKER_SILENT_HOURS = env_int("TRACKER_SILENT_HOURS", 24, minimum=1)
-PROCESS_BATCH_TRACKERS = env_int("PROCESS_BATCH_TRACKERS", 50, minimum=1)
+PROCESS_BATCH_TRACKERS = env_int("PROCESS_BATCH_TRACKERS", 200, minimum=1)
 PROCESS_IDLE_SLEEP = env_int("PROCESS_IDLE_SLEEP", 1, minimum=1)  # seconds between empty polls
 
 # --- django-q2 --------------------------------------------------------------------------
