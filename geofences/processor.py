@@ -86,14 +86,14 @@ def applicable_fences(trackers: dict[int, dict[str, Any]]) -> dict[int, list[Fen
         fence_ids.append(fence_id)
     assigned: dict[int, set[int]] = defaultdict(set)
     for fence_id, tracker_id in Geofence.trackers.through.objects.filter(
-        geofence_id__in=fence_ids
+        geofence__owner_id__in=owners, geofence__is_active=True
     ).values_list("geofence_id", "tracker_id"):
         assigned[fence_id].add(tracker_id)
     # Most fences are assigned to no tracker: one shared list per owner, plus the few
     # fences assigned to a tracker (no per-tracker scan of every fence).
     shared = {owner: [f for f in refs if not assigned[f.id]] for owner, refs in by_owner.items()}
     for_tracker: dict[int, list[FenceRef]] = defaultdict(list)
-    for owner, refs in by_owner.items():
+    for refs in by_owner.values():
         for f in refs:
             for tracker_id in assigned[f.id]:
                 for_tracker[tracker_id].append(f)
