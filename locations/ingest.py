@@ -1,30 +1,45 @@
-"""Bulk insertion of decrypted reports: one statement per batch; the database skips duplicates."""
+"""Bulk insertion of decrypted reports: a binary COPY per batch; the database skips duplicates.
+
+A batch goes in a binary COPY (cheap to encode here and to parse there) into a temporary
+staging table, then into locations_locationreport in one INSERT ... SELECT ... ON CONFLICT
+DO NOTHING that also moves the trackers' last-seen positions. The staging table belongs to
+the connection's session: created on first use, emptied by PostgreSQL at every commit. A
+transaction-pooling proxy (pgbouncer) in front of PostgreSQL would break that; we have none.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from django.db import connection
+from django.db import connection, transaction
+from django.db.backends.utils import CursorWrapper
 
 from trackers.payloads import DecryptedReport
 
-# One round trip: insert what is new (the unique (tracker, payload) constraint drops what is
-# known, even when two workers race), then move each tracker's last-seen position, but only
+_CREATE_STAGING_SQL = """
+CREATE TEMPORARY TABLE IF NOT EXISTS locations_ingest_staging (
+    tracker_id bigint, ts timestamptz, lat float8, lon float8,
+    acc smallint, conf smallint, status smallint, payload bytea
+) ON COMMIT DELETE ROWS
+"""
+_COPY_SQL = "COPY pg_temp.locations_ingest_staging FROM STDIN (FORMAT BINARY)"
+_COPY_TYPES = ("int8", "timestamptz", "float8", "float8", "int2", "int2", "int2", "bytea")
+
+# One statement: insert what is new (the unique (tracker, payload) constraint drops what is
+# known, even when two workers race; the ORDER BY makes racing workers wait for each other in
+# the same order, never in a deadlock), then move each tracker's last-seen position, but only
 # forward in time: an older report fetched late never moves a tracker back.
 _INGEST_SQL = """
-WITH incoming AS (
-    SELECT * FROM unnest(
-        %s::bigint[], %s::timestamptz[], %s::float8[], %s::float8[],
-        %s::int[], %s::int[], %s::int[], %s::bytea[]
-    ) AS t(tracker_id, ts, lat, lon, acc, conf, status, payload)
-), inserted AS (
+WITH inserted AS (
     INSERT INTO locations_locationreport
         (tracker_id, "timestamp", point, horizontal_accuracy, confidence, status, payload,
          fetched_at)
     SELECT tracker_id, ts, ST_SetSRID(ST_MakePoint(lon, lat), 4326), acc, conf, status, payload, %s
-    FROM incoming
+    FROM pg_temp.locations_ingest_staging
+    ORDER BY tracker_id, payload
     ON CONFLICT (tracker_id, payload) DO NOTHING
     RETURNING tracker_id, "timestamp", point, horizontal_accuracy
 ), latest AS (
@@ -39,6 +54,9 @@ WITH incoming AS (
 SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM moved)
 """
 
+# The psycopg connections whose session has the staging table (a new connection has not).
+_staged_sessions: weakref.WeakSet = weakref.WeakSet()
+
 
 @dataclass(frozen=True)
 class IngestResult:
@@ -51,24 +69,37 @@ def ingest(reports: Sequence[tuple[int, DecryptedReport]], fetched_at: dt.dateti
     """Store (tracker id, decrypted report) pairs; return how many were new and how many known."""
     if not reports:
         return IngestResult(0, 0, 0)
-    columns: tuple[list, ...] = ([], [], [], [], [], [], [], [])
-    for tracker_id, r in reports:
-        for column, value in zip(
-            columns,
-            (
-                tracker_id,
-                r.timestamp,
-                r.latitude,
-                r.longitude,
-                r.accuracy,
-                r.confidence,
-                r.status,
-                r.payload,
-            ),
-            strict=True,
-        ):
-            column.append(value)
-    with connection.cursor() as cursor:
-        cursor.execute(_INGEST_SQL, [*columns, fetched_at])
+    nested = connection.in_atomic_block
+    with transaction.atomic(), connection.cursor() as cursor:
+        _stage(cursor, reports)
+        cursor.execute(_INGEST_SQL, [fetched_at])
         new, moved = cursor.fetchone()
+        if nested:
+            # The table empties itself at the caller's commit, later: the caller's next batch
+            # must not find this one there.
+            cursor.execute("TRUNCATE pg_temp.locations_ingest_staging")
     return IngestResult(new=new, duplicates=len(reports) - new, trackers_moved=moved)
+
+
+def _stage(cursor: CursorWrapper, reports: Sequence[tuple[int, DecryptedReport]]) -> None:
+    """Copy a batch into the session's staging table, created by the session's first batch."""
+    session = connection.connection
+    if session not in _staged_sessions:
+        cursor.execute(_CREATE_STAGING_SQL)
+        # Remembered once committed: a transaction rolled back takes the new table with it.
+        transaction.on_commit(lambda: _staged_sessions.add(session))
+    with connection.wrap_database_errors, cursor.copy(_COPY_SQL) as copy:
+        copy.set_types(_COPY_TYPES)
+        for tracker_id, r in reports:
+            copy.write_row(
+                (
+                    tracker_id,
+                    r.timestamp,
+                    r.latitude,
+                    r.longitude,
+                    r.accuracy,
+                    r.confidence,
+                    r.status,
+                    r.payload,
+                )
+            )
