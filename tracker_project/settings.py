@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
+import math
+import re
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -287,6 +290,9 @@ FINDMY_ALLOWED_ENDPOINT_HOSTS = [
 # A report stamped more than this many seconds in the future (a finder's clock) is refused.
 REPORT_CLOCK_TOLERANCE_SECONDS = env_int("REPORT_CLOCK_TOLERANCE_SECONDS", 300)
 # Seconds an idle or failing worker waits before its next claim after an unexpected error.
+# Store batch n in a background thread while batch n+1 is fetched and decrypted (needs a
+# spare core for PostgreSQL; turn off when every core runs a worker).
+FETCH_PIPELINE = env_bool("FETCH_PIPELINE", True)
 WORKER_ERROR_BACKOFF = env_int("WORKER_ERROR_BACKOFF", 5, minimum=1)
 # Service instances whose last heartbeat is older than this are deleted (daily schedule).
 SERVICE_INSTANCE_RETENTION_HOURS = env_int("SERVICE_INSTANCE_RETENTION_HOURS", 24, minimum=1)
@@ -300,6 +306,128 @@ GEOFENCE_MAX_AREA_KM2 = env_int("GEOFENCE_MAX_AREA_KM2", 1_000_000, minimum=1)
 TRACKER_SILENT_HOURS = env_int("TRACKER_SILENT_HOURS", 24, minimum=1)
 PROCESS_BATCH_TRACKERS = env_int("PROCESS_BATCH_TRACKERS", 200, minimum=1)
 PROCESS_IDLE_SLEEP = env_int("PROCESS_IDLE_SLEEP", 1, minimum=1)  # seconds between empty polls
+
+
+# --- processing: reverse geocoding (see README, "Geocoding") ----------------------------
+# GEOCODER: "nominatim" (needs GEOCODER_USER_AGENT, checked when a geocoder starts, so that
+# `check` and the tests never need one), "offline" (city level from GeoNames data, no
+# network), or any geopy service name with a reverse(); GEOCODER_OPTIONS (a JSON object) goes
+# to the geopy class, e.g. {"domain": "127.0.0.1:8080", "scheme": "http"} for a self-hosted
+# Nominatim.
+def _geocoder(name: str, default: str) -> str:
+    value = env.str(name, default=default).strip().lower()
+    if value == "offline":
+        return value
+    from geopy.exc import GeocoderNotFound
+    from geopy.geocoders import get_geocoder_for_service
+
+    try:
+        service = get_geocoder_for_service(value)
+    except GeocoderNotFound:
+        raise ImproperlyConfigured(
+            f"{name} must be offline or a geopy service name (nominatim, ...), got {value!r}"
+        ) from None
+    if not hasattr(service, "reverse"):
+        raise ImproperlyConfigured(f"{name}: geopy's {value!r} has no reverse geocoding")
+    return value
+
+
+def _json_object(name: str) -> dict:
+    raw = env.str(name, default="").strip() or "{}"
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a JSON object: {exc}") from None
+    if not isinstance(value, dict):
+        raise ImproperlyConfigured(f"{name} must be a JSON object, got {raw!r}")
+    return value
+
+
+def _env_float(name: str, default: float, *, minimum: float, exclusive: bool = False) -> float:
+    value: float = _typed(name, float, default)  # type: ignore[assignment]
+    if not math.isfinite(value) or value < minimum or (exclusive and value == minimum):
+        raise ImproperlyConfigured(
+            f"{name} must be {'>' if exclusive else '>='} {minimum}, got {value}"
+        )
+    return value
+
+
+def _utc_window(name: str, default: str) -> str:
+    """A daily window "HH:MM-HH:MM" in UTC: may wrap midnight, end at 24:00; not empty."""
+    value = env.str(name, default=default).strip()
+    match = re.fullmatch(r"([01]\d|2[0-4]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)", value)
+    start, end = (
+        (int(match[1]) * 60 + int(match[2]), int(match[3]) * 60 + int(match[4]))
+        if match
+        else (0, 0)
+    )
+    if start == end or start >= 24 * 60 or end > 24 * 60:
+        raise ImproperlyConfigured(
+            f"{name} must look like 19:00-07:00 (UTC, may wrap midnight, not empty), got {value!r}"
+        )
+    return value
+
+
+GEOCODER = _geocoder("GEOCODER", "nominatim")
+GEOCODER_USER_AGENT = env.str("GEOCODER_USER_AGENT", default="").strip()
+GEOCODER_OPTIONS = _json_object("GEOCODER_OPTIONS")
+# Summed over every process of the deployment (Nominatim's policy: at most 1 per second).
+GEOCODE_RATE_PER_SECOND = _env_float("GEOCODE_RATE_PER_SECOND", 1.0, minimum=0, exclusive=True)
+GEOCODE_CELL_METERS = env_int("GEOCODE_CELL_METERS", 25, minimum=1)  # the cache's cell size
+GEOCODE_REUSE_METERS = env_int("GEOCODE_REUSE_METERS", 50)  # 0: never reuse a nearby address
+GEOCODE_BACKFILL_WINDOW = _utc_window("GEOCODE_BACKFILL_WINDOW", "19:00-07:00")
+GEOCODE_BACKFILL_BATCH = env_int("GEOCODE_BACKFILL_BATCH", 100, minimum=1)  # reports per batch
+GEOCODE_BACKFILL_PAUSE = _env_float("GEOCODE_BACKFILL_PAUSE", 1.0, minimum=0)  # s between them
+GEOCODE_MAX_ATTEMPTS = env_int("GEOCODE_MAX_ATTEMPTS", 5, minimum=1)  # lookups of one cell
+GEOCODE_TIMEOUT = _env_float("GEOCODE_TIMEOUT", 10.0, minimum=0, exclusive=True)  # s per request
+GEOCODE_BREAKER_THRESHOLD = env_int("GEOCODE_BREAKER_THRESHOLD", 5, minimum=1)
+GEOCODE_BREAKER_COOLDOWN = env_int("GEOCODE_BREAKER_COOLDOWN", 300, minimum=1)  # s, doubling
+
+# --- alerts: deliveries by webhook, email and Redis (see README, "Alerts") --------------
+ALERT_MAX_ATTEMPTS = env_int("ALERT_MAX_ATTEMPTS", 8, minimum=1)  # then the delivery fails
+# Retry n waits a uniformly random time in 0 .. min(MAX, BASE * 2^(n-1)) seconds.
+ALERT_RETRY_BASE_SECONDS = env_int("ALERT_RETRY_BASE_SECONDS", 30, minimum=1)
+ALERT_RETRY_MAX_SECONDS = env_int("ALERT_RETRY_MAX_SECONDS", 3600, minimum=1)
+if ALERT_RETRY_MAX_SECONDS < ALERT_RETRY_BASE_SECONDS:
+    raise ImproperlyConfigured("ALERT_RETRY_MAX_SECONDS must be >= ALERT_RETRY_BASE_SECONDS")
+ALERT_WEBHOOK_TIMEOUT = env_int("ALERT_WEBHOOK_TIMEOUT", 10, minimum=1)  # seconds per request
+if ALERT_WEBHOOK_TIMEOUT > 60:
+    raise ImproperlyConfigured("ALERT_WEBHOOK_TIMEOUT must be at most 60 (seconds)")
+ALERT_BATCH_SIZE = env_int("ALERT_BATCH_SIZE", 20, minimum=1)  # deliveries per claim
+# Webhook hosts allowed to resolve to loopback or private addresses (refused otherwise).
+ALERT_WEBHOOK_ALLOWED_HOSTS = [
+    h.strip().lower() for h in env.list("ALERT_WEBHOOK_ALLOWED_HOSTS", default=[]) if h.strip()
+]
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+if "." not in EMAIL_BACKEND or any(c.isspace() for c in EMAIL_BACKEND):
+    raise ImproperlyConfigured(
+        "EMAIL_BACKEND must be a dotted path such as django.core.mail.backends.smtp.EmailBackend"
+    )
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="tracker-fleet@localhost")
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)  # STARTTLS, usually port 587
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)  # implicit TLS, usually port 465
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL are exclusive: set one")
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)  # seconds; Django's default is none
+
+# --- latest-location view and business health (see README, "Configuration") -------------
+# The view is refreshed every minute; /health refreshes it when older than this.
+LATEST_VIEW_MAX_AGE_SECONDS = env_int("LATEST_VIEW_MAX_AGE_SECONDS", 300, minimum=1)
+# /health: the oldest report waiting for processing (by fetched_at) degrades past WARN and
+# fails past FAIL (alerts are that late).
+PROCESSING_BACKLOG_WARN_SECONDS = env_int("PROCESSING_BACKLOG_WARN_SECONDS", 300, minimum=1)
+PROCESSING_BACKLOG_FAIL_SECONDS = env_int("PROCESSING_BACKLOG_FAIL_SECONDS", 3600, minimum=1)
+if PROCESSING_BACKLOG_FAIL_SECONDS < PROCESSING_BACKLOG_WARN_SECONDS:
+    raise ImproperlyConfigured(
+        "PROCESSING_BACKLOG_FAIL_SECONDS must be >= PROCESSING_BACKLOG_WARN_SECONDS"
+    )
+# /health and /metrics count trackers (of owners with active fences) without a geofence
+# event for this many days.
+GEOFENCE_EVENT_QUIET_DAYS = env_int("GEOFENCE_EVENT_QUIET_DAYS", 7, minimum=1)
 
 # --- django-q2 --------------------------------------------------------------------------
 Q_CLUSTER = {

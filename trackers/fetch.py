@@ -278,24 +278,56 @@ def fail(claim: Claim, error: FetchError) -> None:
 
 
 # --- one claim, start to end ----------------------------------------------------------------
+@dataclass
+class Fetched:
+    """A claim whose request succeeded and whose reports are decrypted: ready to store."""
+
+    claim: Claim
+    decrypted: list[tuple[int, DecryptedReport]]
+    state: dict[str, Any]
+    started: dt.datetime
+    result: BatchResult
+
+
 def process_claim(claim: Claim, stop: threading.Event | None = None) -> BatchResult:
     """Fetch, decrypt, store and finish one claim. Never raises, but for a lost database
     connection (the caller reconnects; the leases run out by themselves)."""
+    outcome = fetch_claim(claim, stop)
+    return outcome if isinstance(outcome, BatchResult) else store_fetched(outcome)
+
+
+def fetch_claim(claim: Claim, stop: threading.Event | None = None) -> BatchResult | Fetched:
+    """Ask for the claim's reports and decrypt them: a Fetched to store, or the final
+    result of a claim that ends here (failed, released, nothing to ask for)."""
     started = timezone.now()
     result = BatchResult(trackers=len(claim.trackers))
     try:
-        return _process(claim, stop, started, result)
+        return _fetch(claim, stop, started, result)
     except (OperationalError, InterfaceError):
         raise
     except Exception as exc:  # noqa: BLE001 - a bug or an unknown fault: recorded, not fatal
-        give_up(claim, exc)
-        result.outcome, result.error = FailureCategory.UNEXPECTED, f"{type(exc).__name__}: {exc}"
-        return result
+        return _gave_up(claim, exc, result)
 
 
-def _process(
+def store_fetched(fetched: Fetched) -> BatchResult:
+    """Store and finish a fetched claim (in the worker's thread, or in a BackgroundStore's)."""
+    try:
+        return _store(fetched)
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - as in fetch_claim
+        return _gave_up(fetched.claim, exc, fetched.result)
+
+
+def _gave_up(claim: Claim, exc: Exception, result: BatchResult) -> BatchResult:
+    give_up(claim, exc)
+    result.outcome, result.error = FailureCategory.UNEXPECTED, f"{type(exc).__name__}: {exc}"
+    return result
+
+
+def _fetch(
     claim: Claim, stop: threading.Event | None, started: dt.datetime, result: BatchResult
-) -> BatchResult:
+) -> BatchResult | Fetched:
     for tracker, reason in claim.load_secrets():
         quarantine.quarantine_unusable(claim, tracker, reason)
         result.failures += 1
@@ -326,25 +358,17 @@ def _process(
         if result.requests:
             log_attempt(claim, started, result)
         return result
-    store_batch(claim, raw, state, started, result, now)
-    return result
-
-
-def store_batch(
-    claim: Claim,
-    raw: list[tuple[str, bytes]],
-    state: dict[str, Any],
-    started: dt.datetime,
-    result: BatchResult,
-    now: dt.datetime,
-) -> BatchResult:
-    """Decrypt, check, store and finish what one request returned."""
     decrypted, failures = decrypt_all(claim, raw, now)
     result.failures += failures
-    stored = ingest(decrypted, fetched_at=timezone.now())
+    return Fetched(claim, decrypted, state, started, result)
+
+
+def _store(fetched: Fetched) -> BatchResult:
+    claim, result = fetched.claim, fetched.result
+    stored = ingest(fetched.decrypted, fetched_at=timezone.now())
     result.new, result.duplicates = stored.new, stored.duplicates
-    result.finished = finish(claim, state)
-    log_attempt(claim, started, result)
+    result.finished = finish(claim, fetched.state)
+    log_attempt(claim, fetched.started, result)
     return result
 
 

@@ -9,6 +9,7 @@ in a batch (recorded, the batch released, a short pause, on).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -23,7 +24,9 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
-from .fetch import BatchResult, process_claim
+from locations.pipeline import BackgroundStore
+
+from .fetch import BatchResult, Fetched, fetch_claim, store_fetched
 from .findmy_client import FailureCategory
 from .models import AppleAccount
 from .queue import claim_work, claimable_trackers, database_now, seconds_until_work
@@ -72,14 +75,50 @@ def run_pass(
     left out by a range condition (cheap at any fleet size, even with FETCH_INTERVAL=0), and
     the few that failed by id; they wait for the next pass. An accessory catching up on a
     long window is not processed until its window is complete, so the pass asks again.
+
+    Pipelined (FETCH_PIPELINE, outside a transaction): batch n is stored and finished in a
+    background thread while this one claims, fetches and decrypts batch n+1, so PostgreSQL
+    works on the other core while the worker decrypts.
     """
+    pipelined = settings.FETCH_PIPELINE and not connection.in_atomic_block
+    with BackgroundStore("store") if pipelined else contextlib.nullcontext() as store:
+        return _run_pass(worker, store, stop, wait_for_accounts, deadline, on_batch)
+
+
+def _run_pass(
+    worker: str,
+    store: BackgroundStore | None,
+    stop: threading.Event | None,
+    wait_for_accounts: bool,
+    deadline: float | None,
+    on_batch: Callable[[BatchResult], None] | None,
+) -> PassSummary:
     summary = PassSummary()
     started = database_now()
     failed: set[int] = set()
     waiting_said = False
+
+    def done(result: BatchResult | None, tracker_ids: list[int]) -> None:
+        if result is None:
+            return
+        if result.outcome != "ok":
+            failed.update(tracker_ids)
+        summary.add(result)
+        summary.batches += 1
+        summary.by_outcome[result.outcome] = summary.by_outcome.get(result.outcome, 0) + 1
+        if on_batch:
+            on_batch(result)
+        if result.outcome == FailureCategory.UNEXPECTED:
+            _wait(stop, settings.WORKER_ERROR_BACKOFF)  # a bug must not spin
+
+    in_flight: list[int] = []  # the trackers of the batch being stored in the background
     while not (stop and stop.is_set()) and (deadline is None or time.monotonic() < deadline):
         claim = claim_work(worker, exclude_ids=failed, not_since=started)
         if claim is None:
+            if store is not None and in_flight:  # its trackers may be what is left
+                done(store.drain(), in_flight)
+                in_flight = []
+                continue
             wait = seconds_until_work(failed, started) if wait_for_accounts else None
             if wait is None:
                 break
@@ -95,16 +134,16 @@ def run_pass(
                 break
             continue
         waiting_said = False
-        result = process_claim(claim, stop)
-        if result.outcome != "ok":
-            failed.update(claim.tracker_ids)
-        summary.add(result)
-        summary.batches += 1
-        summary.by_outcome[result.outcome] = summary.by_outcome.get(result.outcome, 0) + 1
-        if on_batch:
-            on_batch(result)
-        if result.outcome == FailureCategory.UNEXPECTED:
-            _wait(stop, settings.WORKER_ERROR_BACKOFF)  # a bug must not spin
+        outcome = fetch_claim(claim, stop)
+        if not isinstance(outcome, Fetched):
+            done(outcome, claim.tracker_ids)
+        elif store is None:
+            done(store_fetched(outcome), claim.tracker_ids)
+        else:
+            done(store.submit(store_fetched, outcome), in_flight)
+            in_flight = claim.tracker_ids
+    if store is not None and in_flight:
+        done(store.drain(), in_flight)
     return summary
 
 
