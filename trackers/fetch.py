@@ -2,9 +2,10 @@
 
 The request runs outside any transaction, through findmy (findmy_client.ReportSource),
 with retries for transient faults. Reports are decrypted with each tracker's key, checked
-(locations.validation), stored in one statement per batch (locations.ingest), and the claim
-is finished conditionally on its lease. Whatever goes wrong ends in a failure record and the
-batch given back at once: a fetch never kills the worker that holds the leases.
+(locations.validation), stored by a binary COPY and one statement per batch
+(locations.ingest), and the claim is finished conditionally on its lease. Whatever goes
+wrong ends in a failure record and the batch given back at once: a fetch never kills the
+worker that holds the leases.
 """
 
 from __future__ import annotations
