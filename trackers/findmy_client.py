@@ -42,6 +42,9 @@ class FailureCategory(models.TextChoices):
     INVALID_REPORT = "invalid_report", "Invalid report"  # decrypted, but impossible: not stored
     ENDPOINT = "endpoint", "Endpoint not allowed"  # refused before any request was sent
     UNEXPECTED = "unexpected", "Unexpected error"  # a bug or an unknown fault: traceback kept
+    # Failures of the processing side (geocoding provider, alert deliveries) share the table.
+    GEOCODE = "geocode", "Geocoding"
+    DELIVERY = "delivery", "Alert delivery"
 
 
 # Worth another try soon: the fault is likely gone in seconds.
