@@ -10,6 +10,7 @@ happens exactly once whatever the number of processors.
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import zoneinfo
 from typing import Any
 
@@ -17,6 +18,7 @@ from django.conf import settings
 from django.contrib.gis.db import models
 from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db.models import Q
 
 from trackers.fields import EncryptedJSONField
@@ -235,8 +237,14 @@ class AlertRule(WeeklySchedule):
     geofences = models.ManyToManyField(Geofence, blank=True, related_name="alert_rules")
     trackers = models.ManyToManyField("trackers.Tracker", blank=True, related_name="alert_rules")
     channels = ArrayField(models.CharField(max_length=10, choices=Channel.choices))
-    webhook_url = models.URLField(max_length=500, blank=True)
-    # The HMAC-SHA256 key of the webhook's signature. Encrypted at rest.
+    webhook_url = models.URLField(
+        max_length=500,
+        blank=True,
+        validators=[URLValidator(schemes=["http", "https"])],
+        help_text="Receives a signed JSON POST per event (webhook channel).",
+    )
+    # The HMAC-SHA256 key of the webhook's signature (a string), encrypted at rest; save()
+    # makes one for a webhook rule, deliveries.ensure_webhook_secret() for older rows.
     webhook_secret = EncryptedJSONField(null=True, blank=True, editable=False)
     email_to = models.EmailField(blank=True)
     is_active = models.BooleanField(default=True)
@@ -250,6 +258,25 @@ class AlertRule(WeeklySchedule):
 
     def in_quiet_hours(self, moment: dt.datetime) -> bool:
         return bool(self.schedule) and self.scheduled_at(moment)
+
+    def clean(self) -> None:
+        channels = self.channels or []
+        errors = {}
+        if len(set(channels)) != len(channels):
+            errors["channels"] = "each channel once"
+        if Channel.WEBHOOK in channels and not self.webhook_url:
+            errors["webhook_url"] = "the webhook channel needs a URL"
+        if Channel.EMAIL in channels and not self.email_to:
+            errors["email_to"] = "the email channel needs an address"
+        if errors:
+            raise ValidationError(errors)
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if Channel.WEBHOOK in (self.channels or []) and not self.webhook_secret:
+            self.webhook_secret = secrets.token_urlsafe(32)
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "webhook_secret"}
+        super().save(*args, **kwargs)
 
 
 class DeliveryStatus(models.TextChoices):

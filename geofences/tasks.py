@@ -20,3 +20,11 @@ def process_locations() -> dict[str, Any]:
 
 def detect_silent_trackers() -> int:
     return mark_silent_trackers()
+
+
+def send_alerts() -> dict[str, Any]:
+    """Send the alert deliveries due now, for up to TASK_SECONDS (a minutely schedule)."""
+    from .deliveries import run_pass as send_pass
+
+    summary = send_pass(worker_name("qcluster-sender"), deadline=time.monotonic() + TASK_SECONDS)
+    return {"summary": summary.line()}

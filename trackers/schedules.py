@@ -23,6 +23,12 @@ SCHEDULES: dict[str, dict[str, Any]] = {
         "minutes": 1,
         "repeats": -1,
     },
+    "send-alerts": {
+        "func": "geofences.tasks.send_alerts",
+        "schedule_type": "I",
+        "minutes": 1,
+        "repeats": -1,
+    },
     "detect-silent-trackers": {
         "func": "geofences.tasks.detect_silent_trackers",
         "schedule_type": "I",

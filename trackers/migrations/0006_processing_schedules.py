@@ -1,11 +1,11 @@
-"""Adds the process-locations (every minute) and detect-silent-trackers (every 15 minutes)
-schedules (ensure_schedules is idempotent by name)."""
+"""Adds the process-locations and send-alerts (every minute) and detect-silent-trackers
+(every 15 minutes) schedules (ensure_schedules is idempotent by name)."""
 
 from django.db import migrations
 
 from trackers.schedules import ensure_schedules
 
-NEW = ("process-locations", "detect-silent-trackers")
+NEW = ("process-locations", "send-alerts", "detect-silent-trackers")
 
 
 def create_schedules(apps, schema_editor):
