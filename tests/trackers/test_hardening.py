@@ -241,8 +241,9 @@ def write_with_another_key(model, pk: int, column: str, value: str) -> None:
 
 
 def test_an_unreadable_account_state_is_recorded_and_the_batch_released(
-    simulator, sim_account, make_fleet
+    simulator, sim_account, make_fleet, settings
 ):
+    settings.WORKER_ERROR_BACKOFF = 1
     fleet = make_fleet(3)
     write_with_another_key(AppleAccount, sim_account.pk, "state", "{}")
 
