@@ -7,6 +7,7 @@ second after it is stored); `--once` processes everything pending and exits; dja
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -15,10 +16,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
+from django.db.models import Count
 from django.utils import timezone
 
 from locations import processing
-from locations.models import LocationReport
 from trackers.signals import process_started, process_stopped, report_failure
 from trackers.worker import worker_name
 
@@ -96,12 +97,47 @@ def run_pass(
     return summary
 
 
+@dataclass
+class Backlog:
+    """Reports waiting for processing, and how long the oldest has waited since it was stored."""
+
+    reports: int
+    oldest_fetched_at: dt.datetime | None
+    checked_at: dt.datetime  # the database clock
+
+    @property
+    def oldest_age_seconds(self) -> float | None:
+        if self.oldest_fetched_at is None:
+            return None
+        return max((self.checked_at - self.oldest_fetched_at).total_seconds(), 0.0)
+
+
+def backlog() -> Backlog:
+    """The processing queue's length and age (the partial index on unprocessed reports)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*), min(fetched_at), CURRENT_TIMESTAMP "
+            "FROM locations_locationreport WHERE processed_at IS NULL"
+        )
+        return Backlog(*cursor.fetchone())
+
+
 def figures() -> dict[str, Any]:
     """The geofence service's heartbeat figures."""
+    queue = backlog()
+    deliveries = dict(
+        AlertDelivery.objects.filter(status__in=[DeliveryStatus.PENDING, DeliveryStatus.FAILED])
+        .values_list("status")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
     return {
         "active_geofences": Geofence.objects.filter(is_active=True).count(),
-        "pending_reports": LocationReport.objects.filter(processed_at__isnull=True).count(),
-        "pending_events": AlertDelivery.objects.filter(status=DeliveryStatus.PENDING).count(),
+        "pending_reports": queue.reports,
+        "oldest_pending_report_age_seconds": queue.oldest_age_seconds,
+        # Events raised and not sent yet: their pending deliveries.
+        "pending_events": deliveries.get(DeliveryStatus.PENDING, 0),
+        "failed_deliveries": deliveries.get(DeliveryStatus.FAILED, 0),
         "last_pass_at": timezone.now().isoformat(),
     }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.gis.db import models
+from django.contrib.postgres.fields import ArrayField
 
 
 class Address(models.Model):
@@ -112,3 +113,115 @@ class LocationReport(models.Model):
     @property
     def longitude(self) -> float:
         return self.point.x
+
+
+class LatestLocation(models.Model):
+    """A row of the latest-location materialized view (latest.py): each tracker's newest
+    report, its address and the active fences it is inside. Read-only; refreshed every minute."""
+
+    tracker = models.OneToOneField(
+        "trackers.Tracker",
+        primary_key=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="latest_location",
+    )
+    report = models.ForeignKey(
+        LocationReport, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    timestamp = models.DateTimeField()
+    point = models.PointField(srid=4326)
+    horizontal_accuracy = models.PositiveSmallIntegerField(help_text="Metres.")
+    address = models.TextField(null=True, blank=True)  # NULL: not geocoded (yet)
+    fence_ids = ArrayField(models.BigIntegerField(), help_text="Active fences it is inside.")
+    refreshed_at = models.DateTimeField()
+
+    class Meta:
+        managed = False
+        db_table = "locations_latestlocation"
+        ordering = ["-timestamp"]
+        verbose_name = "latest location"
+
+    def __str__(self) -> str:
+        return f"{self.tracker_id} @ {self.timestamp:%Y-%m-%d %H:%M:%S}"
+
+
+# --- reverse geocoding (geocoding.py): totals, the provider's shared state, cell lookups ------
+
+
+class GeocodeOutcome(models.TextChoices):
+    CACHE_HIT = "cache_hit", "Its cell's cached address"
+    NEARBY = "nearby", "A cached address within GEOCODE_REUSE_METERS"
+    REUSE = "reuse", "The tracker's previous address (moved less than GEOCODE_REUSE_METERS)"
+    PROPAGATED = "propagated", "Answered by a lookup made for another report of its place"
+    LOOKUP = "lookup", "Answered by a lookup made for it"
+    PROVIDER_REQUEST = "provider_request", "Provider request (or offline lookup)"
+    PROVIDER_FAILURE = "provider_failure", "Failed provider request"
+    FALLBACK = "fallback", "Offline city-level answer while the provider could not answer"
+    GAVE_UP = "gave_up", "Given up after GEOCODE_MAX_ATTEMPTS failed lookups"
+
+
+class GeocodeTotal(models.Model):
+    """Running totals of geocoding outcomes (reports, or requests), one row per outcome.
+
+    `cache_stats()`, /metrics and heartbeats read these few rows; each batch adds to them with
+    one upsert, so counting costs nothing at any table size and survives restarts.
+    """
+
+    outcome = models.CharField(max_length=20, choices=GeocodeOutcome.choices, unique=True)
+    count = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.outcome}: {self.count}"
+
+
+class BreakerState(models.TextChoices):
+    CLOSED = "closed", "Closed"
+    OPEN = "open", "Open"
+    HALF_OPEN = "half_open", "Half-open (one probe in flight)"
+
+
+class GeocoderState(models.Model):
+    """What every geocoder process of the deployment shares about one provider (by name).
+
+    `last_request_at` is the shared rate limiter (ratelimit.py): a process may send only after
+    winning a compare-and-set on it, by the database clock. The breaker columns are the
+    provider's circuit breaker (circuit.py). `swept_up_to` is the report id up to which new
+    reports were checked against the cache.
+    """
+
+    provider = models.CharField(max_length=50, unique=True)
+    last_request_at = models.DateTimeField(null=True, blank=True)
+    breaker = models.CharField(
+        max_length=10, choices=BreakerState.choices, default=BreakerState.CLOSED
+    )
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    open_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    last_failure_at = models.DateTimeField(null=True, blank=True)
+    swept_up_to = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.provider} ({self.breaker})"
+
+
+class CellLookup(models.Model):
+    """A cell whose address is being looked up, or whose lookups failed.
+
+    The lease keeps two geocoder processes from asking the provider about one place; the
+    attempts, the retry time and `gave_up_at` are what the backfill needs to retry it or to
+    give up. The row is deleted when a lookup succeeds (the Address row takes over).
+    """
+
+    cell = models.CharField(max_length=64, unique=True)
+    claimed_by = models.CharField(max_length=200, blank=True)
+    claim_token = models.UUIDField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    retry_after = models.DateTimeField(null=True, blank=True)
+    gave_up_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"lookup of {self.cell} ({self.attempts} attempts)"

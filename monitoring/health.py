@@ -20,9 +20,13 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.db import connection, models
-from django.db.models import Case, Count, Min, Q, Value, When
+from django.db.models import Case, Count, Exists, Min, OuterRef, Q, Value, When
 from django.db.models.functions import Now
 
+from geofences import deliveries
+from geofences.models import Geofence, GeofenceEvent
+from geofences.worker import backlog
+from locations import geocoding, latest
 from trackers.findmy_client import FailureCategory
 from trackers.models import USABLE_STATUSES, AccountStatus, AppleAccount, Tracker
 
@@ -37,6 +41,9 @@ WORKER_SERVICES = ("fetch_trackers", "qcluster")
 # back this far only, and prune_instances() deletes them after SERVICE_INSTANCE_RETENTION_HOURS.
 RECENT_INSTANCE_SECONDS = 24 * 3600
 BREAKER_STATES = ("closed", "open", "half-open", "locked")
+# Seconds /health may spend waiting for locks on, or rebuilding, the latest-location view;
+# past that it reports the view and leaves the work to the refresh-latest-locations schedule.
+LATEST_VIEW_REPAIR_TIMEOUT = 20
 
 
 class CheckStatus(models.TextChoices):
@@ -265,6 +272,24 @@ def open_failures() -> dict[str, int]:
     return counts
 
 
+# --- business figures: processing, geocoding, deliveries, events ------------------------
+def quiet_trackers(days: int | None = None) -> int:
+    """Eligible trackers, older than `days`, of owners with an active fence, that raised no
+    geofence event (enter, exit) for `days` (GEOFENCE_EVENT_QUIET_DAYS)."""
+    since = Now() - dt.timedelta(days=days or settings.GEOFENCE_EVENT_QUIET_DAYS)
+    # event_tracker_time_idx: the newest event of one tracker.
+    recent = GeofenceEvent.objects.filter(
+        tracker=OuterRef("pk"), geofence__isnull=False, occurred_at__gte=since
+    )
+    fenced = Geofence.objects.filter(is_active=True).values("owner_id")
+    return (
+        Tracker.objects.eligible()
+        .filter(owner_id__in=fenced, created_at__lt=since)
+        .filter(~Exists(recent))
+        .count()
+    )
+
+
 # --- the checks -------------------------------------------------------------------------
 def check_database() -> Check:
     with connection.cursor() as cursor:
@@ -347,6 +372,91 @@ def check_failures() -> Check:
     return Check(CheckStatus.OK, f"{total} open failure(s)", {"open": total, "by_category": counts})
 
 
+def check_processing() -> Check:
+    """Reports waiting for geofencing: alerts are as late as the oldest of them."""
+    queue = backlog()
+    age = queue.oldest_age_seconds
+    warn, fail = settings.PROCESSING_BACKLOG_WARN_SECONDS, settings.PROCESSING_BACKLOG_FAIL_SECONDS
+    figures = {
+        "pending_reports": queue.reports,
+        "oldest_pending_age_seconds": age,
+        "warn_seconds": warn,
+        "fail_seconds": fail,
+    }
+    if age is None:
+        return Check(CheckStatus.OK, "no report waiting", figures)
+    waiting = f"the oldest of {queue.reports} unprocessed report(s) was stored {age:.0f} s ago"
+    if age > fail:
+        hint = f"more than PROCESSING_BACKLOG_FAIL_SECONDS={fail}: is process_locations running?"
+        return Check(CheckStatus.FAILING, f"{waiting}, {hint}", figures)
+    if age > warn:
+        hint = f"more than PROCESSING_BACKLOG_WARN_SECONDS={warn}"
+        return Check(CheckStatus.DEGRADED, f"{waiting}, {hint}", figures)
+    return Check(CheckStatus.OK, waiting, figures)
+
+
+def check_geocoding() -> Check:
+    """Informational: addresses are best effort (the backfill catches up off-peak). A fault in
+    the geocoder's figures degrades this check only; it never takes /health down."""
+    try:
+        stats = geocoding.cache_stats()
+    except Exception as exc:
+        log.warning("geocoder statistics unavailable", exc_info=True)
+        return Check(CheckStatus.DEGRADED, f"geocoder statistics raised {type(exc).__name__}")
+    detail = (
+        f"{stats['ungeocoded']} report(s) without an address; cache hit rate "
+        f"{stats['hit_rate']:.0%}; {stats['provider_requests']} provider request(s)"
+    )
+    return Check(CheckStatus.OK, detail, stats)
+
+
+def check_deliveries() -> Check:
+    """Alerts that failed for good (an operator retries them), or that wait too long."""
+    stats = deliveries.stats()
+    warn = settings.PROCESSING_BACKLOG_WARN_SECONDS
+    if stats["failed"]:
+        detail = f"{stats['failed']} failed alert delivery(ies): retry them in the admin"
+        return Check(CheckStatus.DEGRADED, detail, stats)
+    if stats["pending"] and stats["oldest_pending_age_seconds"] > warn:
+        detail = (
+            f"the oldest of {stats['pending']} pending delivery(ies) waits "
+            f"{stats['oldest_pending_age_seconds']} s, more than PROCESSING_BACKLOG_WARN_SECONDS="
+            f"{warn}: is send_alerts running, is a receiver down?"
+        )
+        return Check(CheckStatus.DEGRADED, detail, stats)
+    return Check(CheckStatus.OK, f"{stats['pending']} pending, none failed", stats)
+
+
+def check_geofence_events() -> Check:
+    """Informational: a tracker that never crosses a fence may be lost, flat or parked."""
+    days = settings.GEOFENCE_EVENT_QUIET_DAYS
+    quiet = quiet_trackers(days)
+    detail = f"{quiet} tracker(s) of fenced owners without a geofence event in {days} day(s)"
+    return Check(CheckStatus.OK, detail, {"trackers_without_events": quiet, "days": days})
+
+
+def check_latest_view() -> Check:
+    """The latest-location view, repaired on the spot: recreated when missing or invalid,
+    refreshed when stale. Failing only when it is still unreadable afterwards."""
+    outcome = latest.maintain(timeout=LATEST_VIEW_REPAIR_TIMEOUT)
+    figures = outcome.as_dict()
+    rows = outcome.state.rows
+    broken = outcome.problem in (latest.Problem.MISSING, latest.Problem.INVALID)
+    if outcome.action == latest.Action.NONE:
+        age = outcome.state.age_seconds
+        when = f"refreshed {age:.0f} s ago" if age is not None else "empty: no report yet"
+        return Check(CheckStatus.OK, f"{rows} tracker(s), {when}", figures)
+    found = f"{outcome.problem}: {outcome.reason}"
+    if outcome.action == latest.Action.BUSY:
+        status = CheckStatus.DEGRADED if broken else CheckStatus.OK
+        return Check(status, f"{found}; another process is repairing it", figures)
+    if outcome.action == latest.Action.FAILED:
+        status = CheckStatus.DEGRADED if outcome.usable else CheckStatus.FAILING
+        return Check(status, f"{found}; the repair failed", figures)
+    # Repaired here: the schedule (refresh-latest-locations) should have done it.
+    return Check(CheckStatus.DEGRADED, f"{found}; {outcome.action} ({rows} rows)", figures)
+
+
 CHECKS: dict[str, Callable[[], Check]] = {
     "database": check_database,
     "redis": check_redis,
@@ -354,8 +464,13 @@ CHECKS: dict[str, Callable[[], Check]] = {
     "accounts": check_accounts,
     "queue": check_queue,
     "failures": check_failures,
+    "processing": check_processing,
+    "geocoding": check_geocoding,
+    "deliveries": check_deliveries,
+    "geofence_events": check_geofence_events,
+    "latest_view": check_latest_view,
 }
-NEEDS_DATABASE = frozenset({"workers", "accounts", "queue", "failures"})
+NEEDS_DATABASE = frozenset(set(CHECKS) - {"database", "redis"})
 
 
 def _run(name: str, check: Callable[[], Check]) -> Check:

@@ -14,6 +14,7 @@ network. Account names are the only labels that name anything; no key or token i
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -25,6 +26,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from geofences import deliveries
+from geofences.models import DeliveryStatus
+from geofences.worker import backlog
+from locations import geocoding, latest
 from trackers.findmy_client import FailureCategory
 from trackers.models import AppleAccount
 
@@ -35,9 +40,12 @@ from .health import (
     liveness_counts,
     open_failures,
     queue_status,
+    quiet_trackers,
     recent_instances,
 )
 from .models import DURATION_BUCKETS, FetchTotal
+
+log = logging.getLogger(__name__)
 
 PREFIX = "trackerfleet"
 # Outcomes always exported (zero included), so rate() works before the first failure.
@@ -144,6 +152,90 @@ def worker_metrics() -> Iterator[Metric]:
     yield family
 
 
+def processing_metrics() -> Iterator[Metric]:
+    queue = backlog()
+    yield GaugeMetricFamily(
+        f"{PREFIX}_processing_backlog",
+        "Location reports stored and not processed yet (geofences, events).",
+        value=queue.reports,
+    )
+    oldest = GaugeMetricFamily(
+        f"{PREFIX}_processing_oldest_age_seconds",
+        "Seconds since the oldest unprocessed report was stored (absent: none waiting).",
+    )
+    if queue.oldest_age_seconds is not None:
+        oldest.add_metric([], queue.oldest_age_seconds)
+    yield oldest
+
+
+def geocoding_metrics() -> Iterator[Metric]:
+    try:
+        stats = geocoding.cache_stats()
+    except Exception:  # the geocoder's figures must not take the other metrics down
+        log.warning("geocoder statistics unavailable", exc_info=True)
+        return
+    yield GaugeMetricFamily(
+        f"{PREFIX}_ungeocoded_reports",
+        "Location reports with neither an address nor a reason for none yet.",
+        value=stats["ungeocoded"],
+    )
+    yield GaugeMetricFamily(
+        f"{PREFIX}_geocode_cache_hit_ratio",
+        "Share of addressed reports answered without the provider (cache or reuse), 0..1.",
+        value=stats["hit_rate"],
+    )
+    yield CounterMetricFamily(
+        f"{PREFIX}_geocode_requests",
+        "Reverse-geocoding requests sent to the provider.",
+        value=stats["provider_requests"],
+    )
+    yield CounterMetricFamily(
+        f"{PREFIX}_geocode_failures",
+        "Reverse-geocoding provider requests that failed.",
+        value=stats["provider_failures"],
+    )
+    yield GaugeMetricFamily(
+        f"{PREFIX}_geocode_cache_size", "Cached addresses.", value=stats["cache_size"]
+    )
+
+
+def delivery_metrics() -> Iterator[Metric]:
+    stats = deliveries.stats()
+    family = GaugeMetricFamily(
+        f"{PREFIX}_deliveries", "Alert deliveries by status.", labels=["status"]
+    )
+    for status in DeliveryStatus.values:
+        family.add_metric([status], stats.get(status, 0))
+    yield family
+
+
+def event_metrics() -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        f"{PREFIX}_trackers_without_events",
+        "Eligible trackers of owners with an active fence that raised no geofence event in "
+        "GEOFENCE_EVENT_QUIET_DAYS days.",
+        value=quiet_trackers(),
+    )
+
+
+def latest_view_metrics() -> Iterator[Metric]:
+    # Read only: a scrape never refreshes or repairs the view (/health and the schedule do).
+    state = latest.inspect()
+    valid = not state.invalid_reason()
+    yield GaugeMetricFamily(
+        f"{PREFIX}_latest_view_valid",
+        "1 when the latest-location view exists and is as expected, else 0.",
+        value=1 if valid else 0,
+    )
+    age = GaugeMetricFamily(
+        f"{PREFIX}_latest_view_age_seconds",
+        "Seconds since the latest-location view was refreshed (absent: invalid or empty).",
+    )
+    if valid and state.age_seconds is not None:
+        age.add_metric([], state.age_seconds)
+    yield age
+
+
 class FleetCollector(Collector):
     """Every metric, computed from the database when Prometheus scrapes."""
 
@@ -153,6 +245,11 @@ class FleetCollector(Collector):
         yield from account_metrics()
         yield from failure_metrics()
         yield from worker_metrics()
+        yield from processing_metrics()
+        yield from geocoding_metrics()
+        yield from delivery_metrics()
+        yield from event_metrics()
+        yield from latest_view_metrics()
 
 
 # A private registry: the default one carries this process's own metrics (GC, CPU), which

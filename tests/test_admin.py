@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import time_machine
 from django.contrib.admin.models import LogEntry
-from django.contrib.gis.geos import Point
+from django.contrib.gis.geos import Point, Polygon
 from django.db import connection
 from django.db.models import Model
 from django.test import Client
@@ -19,7 +19,16 @@ from django.urls import reverse
 from django.utils import timezone
 from findmy import KeyPair
 
-from locations.models import LocationReport
+from geofences.models import (
+    AlertDelivery,
+    AlertRule,
+    FenceKind,
+    Geofence,
+    GeofenceEvent,
+    GeofenceState,
+)
+from locations import latest
+from locations.models import LatestLocation, LocationReport
 from monitoring.admin import base as monitoring_admin
 from monitoring.admin.fleet import AppleAccountAdmin, TrackerAdmin
 from monitoring.models import FailureRecord, FetchAttempt, ServiceInstance
@@ -125,6 +134,45 @@ def fleet(key: KeyPair) -> dict[str, Model]:
         new_reports=10,
     )
     instance = make_instance(timezone.now())
+    owner = UserFactory()
+    Tracker.objects.filter(pk=tracker.pk).update(owner=owner)
+    fence = Geofence.objects.create(
+        owner=owner, name="depot", kind=FenceKind.CIRCLE, center=Point(13.405, 52.52), radius_m=300
+    )
+    fence.trackers.add(tracker)
+    square = [(13.40, 52.51), (13.41, 52.51), (13.41, 52.52), (13.40, 52.52), (13.40, 52.51)]
+    polygon = Geofence.objects.create(
+        owner=owner, name="yard", kind=FenceKind.POLYGON, area=Polygon(square, srid=4326)
+    )
+    state = GeofenceState.objects.create(tracker=tracker, geofence=fence, side="inside")
+    event = GeofenceEvent.objects.create(
+        tracker=tracker,
+        geofence=fence,
+        kind="enter",
+        report=report,
+        occurred_at=NOW,
+        dedupe_key=f"fence:{fence.pk}:{tracker.pk}:enter:{report.pk}",
+    )
+    # A webhook rule: its secret is encrypted at rest, and no admin page may decrypt it.
+    rule = AlertRule.objects.create(
+        owner=owner,
+        name="depot alerts",
+        event_kinds=["enter", "exit"],
+        channels=["webhook", "redis"],
+        webhook_url="https://hooks.example.com/alerts",
+        webhook_secret="fixture-webhook-secret",
+    )
+    rule.geofences.add(fence)
+    rule.trackers.add(tracker)
+    delivery = AlertDelivery.objects.create(
+        event=event,
+        rule=rule,
+        channel="webhook",
+        status="failed",
+        attempts=8,
+        last_error="HTTP 500",
+    )
+    latest.maintain(force_refresh=True)  # the tracker's latest location (a view row)
     return {
         "run": run,
         "account": account,
@@ -133,6 +181,12 @@ def fleet(key: KeyPair) -> dict[str, Model]:
         "failure": failure,
         "attempt": attempt,
         "instance": instance,
+        "fence": fence,
+        "polygon": polygon,
+        "state": state,
+        "event": event,
+        "rule": rule,
+        "delivery": delivery,
     }
 
 
@@ -142,9 +196,24 @@ def all_pages(fleet: dict[str, Model]) -> list[str]:
 
 
 # --- every page renders -----------------------------------------------------------------
-@pytest.mark.parametrize(
-    "name", ["run", "account", "tracker", "report", "failure", "attempt", "instance"]
-)
+FLEET = [
+    "run",
+    "account",
+    "tracker",
+    "report",
+    "failure",
+    "attempt",
+    "instance",
+    "fence",
+    "polygon",
+    "state",
+    "event",
+    "rule",
+    "delivery",
+]
+
+
+@pytest.mark.parametrize("name", FLEET)
 def test_changelist_lists_the_object(admin_client: Client, fleet: dict[str, Model], name: str):
     obj = fleet[name]
     response = admin_client.get(url(type(obj), "changelist"))
@@ -152,9 +221,7 @@ def test_changelist_lists_the_object(admin_client: Client, fleet: dict[str, Mode
     assert url(type(obj), "change", obj.pk) in response.text
 
 
-@pytest.mark.parametrize(
-    "name", ["run", "account", "tracker", "report", "failure", "attempt", "instance"]
-)
+@pytest.mark.parametrize("name", FLEET)
 def test_change_page_renders(admin_client: Client, fleet: dict[str, Model], name: str):
     obj = fleet[name]
     response = admin_client.get(url(type(obj), "change", obj.pk))
@@ -639,6 +706,8 @@ def test_no_admin_page_ever_decrypts_a_secret(
     pages = every_admin_page()
     assert url(AppleAccount, "change", fleet["account"].pk) in pages
     assert url(Tracker, "change", fleet["tracker"].pk) in pages
+    assert url(AlertRule, "change", fleet["rule"].pk) in pages
+    assert url(LatestLocation, "change", fleet["tracker"].pk) in pages
     for page in pages:
         # 403 for the pages of what only commands create (add an account or a tracker).
         assert admin_client.get(page).status_code in (200, 403), page

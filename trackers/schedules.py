@@ -29,6 +29,24 @@ SCHEDULES: dict[str, dict[str, Any]] = {
         "minutes": 1,
         "repeats": -1,
     },
+    "geocode-newest": {
+        "func": "locations.tasks.geocode_newest",
+        "schedule_type": "I",
+        "minutes": 1,
+        "repeats": -1,
+    },
+    "geocode-backfill": {
+        "func": "locations.tasks.geocode_backfill",
+        "schedule_type": "I",
+        "minutes": 5,
+        "repeats": -1,
+    },
+    "refresh-latest-locations": {
+        "func": "locations.latest_tasks.refresh_latest",
+        "schedule_type": "I",
+        "minutes": 1,
+        "repeats": -1,
+    },
     "detect-silent-trackers": {
         "func": "geofences.tasks.detect_silent_trackers",
         "schedule_type": "I",

@@ -9,17 +9,20 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.admin.utils import NestedObjects, quote
 from django.contrib.gis.admin import GISModelAdmin
 from django.contrib.gis.geos import GEOSGeometry
 from django.core.paginator import Paginator
-from django.db import connection, models
+from django.db import connection, models, router
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.urls import NoReverseMatch, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
-from django.utils.text import Truncator
+from django.utils.text import Truncator, capfirst
 
+from trackers.fields import EncryptedJSONField
 from trackers.models import AccountStatus, AppleAccount, Tracker
 
 EMPTY = "—"
@@ -82,7 +85,69 @@ class SaveChangedFieldsMixin:
             obj.save(update_fields=[*form.changed_data, *auto_now])
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+def secret_fields(model: type[models.Model]) -> list[str]:
+    """The model's encrypted fields: never loaded for an admin page."""
+    return [f.name for f in model._meta.concrete_fields if isinstance(f, EncryptedJSONField)]
+
+
+class SecretFreeCollector(NestedObjects):
+    """The delete confirmation page's collector, never loading an encrypted field: not of the
+    rows a delete takes with it (a user's alert rules), nor of the rows Django joins to them
+    to name them (a delivery's rule, a fence assignment's tracker)."""
+
+    def related_objects(
+        self, related_model: type[models.Model], related_fields: list, objs: Any
+    ) -> QuerySet:
+        queryset = super().related_objects(related_model, related_fields, objs)
+        deferred = secret_fields(related_model)
+        for field in related_fields:
+            target = field.remote_field.model
+            deferred += [f"{field.name}__{name}" for name in secret_fields(target)]
+        return queryset.defer(*deferred) if deferred else queryset
+
+
+def deleted_objects(
+    objs: list[models.Model], request: HttpRequest, admin_site: admin.AdminSite
+) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
+    """django.contrib.admin.utils.get_deleted_objects (Django 5.2), with SecretFreeCollector."""
+    if not objs:
+        return [], {}, set(), []
+    collector = SecretFreeCollector(using=router.db_for_write(type(objs[0])), origin=objs)
+    collector.collect(objs)
+    perms_needed: set[str] = set()
+
+    def format_callback(obj: models.Model) -> str:
+        opts = obj._meta
+        no_edit_link = f"{capfirst(opts.verbose_name)}: {obj}"
+        if not admin_site.is_registered(type(obj)):
+            return no_edit_link
+        if not admin_site.get_model_admin(type(obj)).has_delete_permission(request, obj):
+            perms_needed.add(opts.verbose_name)
+        try:
+            url = reverse(
+                f"{admin_site.name}:{opts.app_label}_{opts.model_name}_change",
+                args=[quote(obj.pk)],
+            )
+        except NoReverseMatch:
+            return no_edit_link
+        return format_html('{}: <a href="{}">{}</a>', capfirst(opts.verbose_name), url, obj)
+
+    to_delete = collector.nested(format_callback)
+    protected = [format_callback(obj) for obj in collector.protected]
+    counts = {m._meta.verbose_name_plural: len(o) for m, o in collector.model_objs.items()}
+    return to_delete, counts, perms_needed, protected
+
+
+class SecretFreeDeleteMixin:
+    """Delete confirmation pages that list what goes with the object without decrypting it."""
+
+    def get_deleted_objects(
+        self, objs: Iterable[models.Model], request: HttpRequest
+    ) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
+        return deleted_objects(list(objs), request, self.admin_site)  # type: ignore[attr-defined]
+
+
+class ReadOnlyAdmin(SecretFreeDeleteMixin, admin.ModelAdmin):
     """Records written by the system: viewed, acted on through actions, deleted by superusers.
 
     The change permission is kept on the changelist (obj is None) so that actions declared

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 from django.db.models import Count, Exists, OuterRef, QuerySet
 from django.db.models.functions import Now
 from django.http import HttpRequest
@@ -31,6 +33,7 @@ from .base import (
     EMPTY,
     ReadOnlyMapAdmin,
     SaveChangedFieldsMixin,
+    SecretFreeDeleteMixin,
     audit,
     release_trackers,
     reset_breakers,
@@ -222,7 +225,7 @@ class LeasedFilter(YesNoFilter):
 
 
 @admin.register(Tracker)
-class TrackerAdmin(SaveChangedFieldsMixin, ReadOnlyMapAdmin):
+class TrackerAdmin(SecretFreeDeleteMixin, SaveChangedFieldsMixin, ReadOnlyMapAdmin):
     list_display = [
         "name",
         "kind",
@@ -351,3 +354,15 @@ class TrackerAdmin(SaveChangedFieldsMixin, ReadOnlyMapAdmin):
         Tracker.objects.filter(pk__in=[t.pk for t in trackers]).update(**changes)
         audit(request, trackers, message)
         self.message_user(request, f"{message}: {len(trackers)} tracker(s).")
+
+
+# --- users ------------------------------------------------------------------------------
+# Users own trackers, fences and alert rules: deleting one lists what goes with it without
+# loading (decrypting) a rule's webhook secret or a tracker's keys.
+User = get_user_model()
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class OwnerAdmin(SecretFreeDeleteMixin, UserAdmin):
+    pass

@@ -22,8 +22,9 @@ class HealthSerializer(serializers.Serializer):
     degraded = serializers.ListField(child=serializers.CharField())
     checks = serializers.DictField(
         child=serializers.DictField(),
-        help_text="Per check (database, redis, workers, accounts, queue, failures): "
-        "status (ok, degraded, failing, skipped), detail, and the check's figures.",
+        help_text="Per check (database, redis, workers, accounts, queue, failures, processing, "
+        "geocoding, deliveries, geofence_events, latest_view): status (ok, degraded, failing, "
+        "skipped), detail, and the check's figures.",
     )
 
 

@@ -1,11 +1,20 @@
-"""Adds the process-locations and send-alerts (every minute) and detect-silent-trackers
-(every 15 minutes) schedules (ensure_schedules is idempotent by name)."""
+"""Adds the processing schedules: process-locations, send-alerts and geocode-newest (every
+minute), refresh-latest-locations (every minute), geocode-backfill (every 5 minutes),
+detect-silent-trackers (every 15 minutes).
+ensure_schedules is idempotent by name."""
 
 from django.db import migrations
 
 from trackers.schedules import ensure_schedules
 
-NEW = ("process-locations", "send-alerts", "detect-silent-trackers")
+NEW = (
+    "process-locations",
+    "send-alerts",
+    "geocode-newest",
+    "geocode-backfill",
+    "refresh-latest-locations",
+    "detect-silent-trackers",
+)
 
 
 def create_schedules(apps, schema_editor):
