@@ -24,21 +24,26 @@ from .models import TrackerProcessing
 
 PROCESSING_LEASE = LeaseColumns("claimed_by", "claim_token", "lease_until")
 
-# Trackers with pending reports, those pending longest first; the lease rows are made for
-# trackers that have none yet. Driven by the partial index on unprocessed reports, so an
-# empty poll costs next to nothing at any table size.
+# Trackers with pending reports, in tracker order from a cursor that goes round (each
+# process sweeps the backlog, so every pending tracker is reached within one sweep); the
+# lease rows are made for trackers that have none yet. The partial index on unprocessed
+# reports serves it and lets it stop after `scan` trackers: an empty poll costs next to
+# nothing, and a claim in a backlog of millions reads a few thousand index entries.
 _PENDING_SQL = """
 WITH pending AS (
-    SELECT tracker_id, min(fetched_at) AS oldest
-    FROM locations_locationreport WHERE processed_at IS NULL
-    GROUP BY tracker_id ORDER BY oldest LIMIT %(scan)s
+    SELECT DISTINCT tracker_id FROM locations_locationreport
+    WHERE processed_at IS NULL AND tracker_id > %(after)s
+    ORDER BY tracker_id LIMIT %(scan)s
 ), made AS (
     INSERT INTO locations_trackerprocessing (tracker_id, claimed_by, battery_low)
     SELECT tracker_id, '', false FROM pending
     ON CONFLICT (tracker_id) DO NOTHING
 )
-SELECT tracker_id FROM pending ORDER BY oldest
+SELECT tracker_id FROM pending ORDER BY tracker_id
 """
+
+# This process's place in its sweep over the pending trackers.
+_sweep = {"after": 0}
 
 _LOCK_SQL = """
 SELECT tracker_id FROM locations_trackerprocessing
@@ -70,12 +75,18 @@ def claim(worker: str, max_trackers: int | None = None) -> ProcessingClaim | Non
     """Lease trackers with pending reports and read those reports, or None."""
     limit = max_trackers or settings.PROCESS_BATCH_TRACKERS
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_PENDING_SQL, {"scan": limit * 4})
+        cursor.execute(_PENDING_SQL, {"scan": limit * 4, "after": _sweep["after"]})
         candidates = [row[0] for row in cursor.fetchall()]
+        if not candidates and _sweep["after"]:
+            _sweep["after"] = 0  # the end of the sweep: round again
+            cursor.execute(_PENDING_SQL, {"scan": limit * 4, "after": 0})
+            candidates = [row[0] for row in cursor.fetchall()]
         if not candidates:
             return None
         cursor.execute(_LOCK_SQL, {"ids": candidates, "limit": limit})
         ids = [row[0] for row in cursor.fetchall()]
+        # Next claim starts after the last candidate looked at (held by others included).
+        _sweep["after"] = candidates[-1]
         if not ids:
             return None
         token = uuid.uuid4()
