@@ -34,15 +34,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
 from trackers.findmy_client import FailureCategory
 from trackers.leases import LeaseColumns
+from trackers.loop import run_loop
 from trackers.models import seconds
-from trackers.signals import process_started, process_stopped, report_failure
+from trackers.signals import report_failure
 from trackers.worker import worker_name
 
 from .channels import SendError, send_email, send_redis, send_webhook
@@ -456,38 +457,18 @@ class Sender:
         }
 
     def run_forever(self) -> None:
-        process_started.send(
-            sender=Sender, service_name=self.service_name, figures=self.figures, key=self
+        def one_pass() -> bool:
+            summary = run_pass(self.name, stop=self.stop)
+            self.totals.add(summary)
+            self.last_pass_at = timezone.now().isoformat()
+            return summary.batches > 0
+
+        run_loop(
+            name=self.name,
+            service_name=self.service_name,
+            stop=self.stop,
+            one_pass=one_pass,
+            idle_seconds=settings.PROCESS_IDLE_SLEEP,
+            figures=self.figures,
+            key=self,
         )
-        failures = 0
-        try:
-            while not self.stop.is_set():
-                try:
-                    summary = run_pass(self.name, stop=self.stop)
-                    failures = 0
-                except DatabaseError:
-                    # Leases held run out by themselves; nothing is lost.
-                    failures += 1
-                    log.exception("database error; reconnecting", extra={"worker": self.name})
-                    connection.close()
-                    self.stop.wait(min(2**failures, 30))
-                    continue
-                except Exception as exc:  # a bug outside a send: on record
-                    log.exception(
-                        "unexpected error in the sender loop", extra={"worker": self.name}
-                    )
-                    report_failure(
-                        FailureCategory.UNEXPECTED,
-                        f"alert sender: {type(exc).__name__}: {exc}",
-                        fingerprint=f"sender-loop:{type(exc).__name__}",
-                        detail={"worker": self.name},
-                    )
-                    self.stop.wait(settings.WORKER_ERROR_BACKOFF)
-                    continue
-                self.totals.add(summary)
-                self.last_pass_at = timezone.now().isoformat()
-                if summary.batches == 0:
-                    close_old_connections()
-                    self.stop.wait(settings.PROCESS_IDLE_SLEEP)
-        finally:
-            process_stopped.send(sender=Sender, key=self)

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import DatabaseError, connection
 from django.db.models import Count
 from django.utils import timezone
 
 from locations import processing
-from trackers.signals import process_started, process_stopped, report_failure
+from trackers.loop import run_loop
+from trackers.signals import report_failure
 from trackers.worker import worker_name
 
 from .models import AlertDelivery, DeliveryStatus, Geofence
@@ -150,23 +151,12 @@ class Processor:
         self.stop = threading.Event()
 
     def run_forever(self) -> None:
-        process_started.send(
-            sender=Processor, service_name="geofence_service", figures=figures, key=self
+        run_loop(
+            name=self.name,
+            service_name="geofence_service",
+            stop=self.stop,
+            one_pass=lambda: run_pass(self.name, stop=self.stop).batches > 0,
+            idle_seconds=settings.PROCESS_IDLE_SLEEP,
+            figures=figures,
+            key=self,
         )
-        failures = 0
-        try:
-            while not self.stop.is_set():
-                try:
-                    summary = run_pass(self.name, stop=self.stop)
-                    failures = 0
-                except DatabaseError:
-                    failures += 1
-                    log.exception("database error; reconnecting", extra={"worker": self.name})
-                    connection.close()
-                    self.stop.wait(min(2**failures, 30))
-                    continue
-                if summary.batches == 0:
-                    close_old_connections()
-                    self.stop.wait(settings.PROCESS_IDLE_SLEEP)
-        finally:
-            process_stopped.send(sender=Processor, key=self)

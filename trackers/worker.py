@@ -21,16 +21,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import connection
 from django.utils import timezone
 
 from locations.pipeline import BackgroundStore
 
 from .fetch import BatchResult, Fetched, fetch_claim, store_fetched
 from .findmy_client import FailureCategory
+from .loop import run_loop
 from .models import AppleAccount
 from .queue import claim_work, claimable_trackers, database_now, seconds_until_work
-from .signals import process_started, process_stopped, report_failure
+from .signals import process_started, process_stopped
 
 log = logging.getLogger(__name__)
 
@@ -241,52 +242,23 @@ class Worker:
             self._stop_heartbeat()
 
     def run_forever(self) -> None:
-        self._start_heartbeat()
-        failures = 0
-        try:
-            while not self.stop.is_set():
-                try:
-                    summary = run_pass(
-                        self.name,
-                        stop=self.stop,
-                        wait_for_accounts=False,
-                        on_batch=self.status.on_batch,
-                    )
-                    if summary.batches == 0:
-                        self.status.on_idle()
-                    failures = 0
-                except DatabaseError:
-                    # PostgreSQL restarted or unreachable, or our connection was killed:
-                    # drop the connection, back off, reconnect. Leases we held run out
-                    # after PROCESSING_TIMEOUT and are claimed again; nothing is lost.
-                    failures += 1
-                    log.exception("database error; reconnecting", extra={"worker": self.name})
-                    connection.close()
-                    self.stop.wait(min(2**failures, 30))
-                    continue
-                except Exception as exc:  # noqa: BLE001 - a bug outside a batch: on record
-                    failures += 1
-                    self._record_unexpected(exc)
-                    self.stop.wait(settings.WORKER_ERROR_BACKOFF)
-                    continue
-                if summary.batches == 0:
-                    close_old_connections()
-                    self.stop.wait(settings.WORKER_IDLE_SLEEP)
-        finally:
-            self._stop_heartbeat()
-            log.info("worker stopped", extra={"worker": self.name})
-
-    def _record_unexpected(self, exc: Exception) -> None:
-        log.exception("unexpected error in the worker loop", extra={"worker": self.name})
-        try:
-            report_failure(
-                FailureCategory.UNEXPECTED,
-                f"{type(exc).__name__}: {exc}",
-                fingerprint=f"worker-loop:{type(exc).__name__}",
-                detail={"worker": self.name},
+        def one_pass() -> bool:
+            summary = run_pass(
+                self.name, stop=self.stop, wait_for_accounts=False, on_batch=self.status.on_batch
             )
-        except Exception:
-            log.warning("could not record the unexpected error", exc_info=True)
+            if summary.batches == 0:
+                self.status.on_idle()
+            return summary.batches > 0
+
+        run_loop(
+            name=self.name,
+            service_name=self.service_name,
+            stop=self.stop,
+            one_pass=one_pass,
+            idle_seconds=settings.WORKER_IDLE_SLEEP,
+            figures=self.status.figures,
+            key=self,
+        )
 
 
 def run_for(seconds: float) -> dict[str, Any]:
