@@ -78,12 +78,10 @@ def applicable_fences(trackers: dict[int, dict[str, Any]]) -> dict[int, list[Fen
     """Each tracker's active fences: its owner's, assigned to it or to no tracker at all."""
     owners = {t["owner_id"] for t in trackers.values() if t["owner_id"] is not None}
     by_owner: dict[int, list[FenceRef]] = defaultdict(list)
-    fence_ids = []
     for fence_id, owner_id, schedule, time_zone in Geofence.objects.filter(
         owner_id__in=owners, is_active=True
     ).values_list("id", "owner_id", "schedule", "time_zone"):
         by_owner[owner_id].append(FenceRef(fence_id, schedule, time_zone))
-        fence_ids.append(fence_id)
     assigned: dict[int, set[int]] = defaultdict(set)
     for fence_id, tracker_id in Geofence.trackers.through.objects.filter(
         geofence__owner_id__in=owners, geofence__is_active=True
@@ -124,7 +122,9 @@ def process(claim: processing.ProcessingClaim) -> ProcessResult:
         if rows[r.tracker_id].newest_timestamp is None
         or r.timestamp > rows[r.tracker_id].newest_timestamp
     ]
-    fence_ids = sorted({f.id for fs in {id(v): v for v in fences.values()}.values() for f in fs})
+    # Trackers of one owner share one list object (applicable_fences): read each list once.
+    distinct_lists = {id(fs): fs for fs in fences.values()}.values()
+    fence_ids = sorted({f.id for fs in distinct_lists for f in fs})
     near = evidence([r.id for r in fresh], fence_ids)  # only pairs within reach
     states = {
         (s.tracker_id, s.geofence_id): s
