@@ -11,14 +11,18 @@ next pipeline all use this one helper.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import DurationField, Q, QuerySet, Value
 from django.db.models.functions import Now
 
-from .models import seconds
+
+def seconds(n: int) -> Value:
+    """A duration literal for arithmetic on the database clock (`Now() - seconds(60)`)."""
+    return Value(dt.timedelta(seconds=n), output_field=DurationField())
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,12 @@ import datetime as dt
 
 from django.conf import settings
 from django.contrib.gis.db import models
-from django.db.models import F, Q, Value
+from django.db.models import F, Q
 from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
 from .fields import EncryptedJSONField
+from .leases import ACCOUNT_LEASE, TRACKER_LEASE, seconds
 
 
 class NegativeInfinity(models.Func):
@@ -31,11 +32,6 @@ def processed_key() -> Coalesce:
     a claim with nothing due would read every row; this ordering key can.
     """
     return Coalesce(F("last_processed_at"), NegativeInfinity())
-
-
-def seconds(n: int) -> Value:
-    """A duration literal for arithmetic on the database clock (`Now() - seconds(60)`)."""
-    return Value(dt.timedelta(seconds=n), output_field=models.DurationField())
 
 
 class AccountStatus(models.TextChoices):
@@ -64,7 +60,7 @@ class AppleAccountQuerySet(models.QuerySet):
         return self.filter(
             Q(status=AccountStatus.ACTIVE)
             | Q(status=AccountStatus.BACKING_OFF, backoff_until__lte=Now()),
-            Q(request_lease_until__isnull=True) | Q(request_lease_until__lt=Now()),
+            ACCOUNT_LEASE.unleased(),
             Q(last_request_at__isnull=True) | Q(last_request_at__lte=Now() - seconds(interval)),
         )
 
@@ -183,7 +179,7 @@ class TrackerQuerySet(models.QuerySet):
         return self.alias(processed=processed_key()).filter(processed__lt=moment)
 
     def unleased(self) -> TrackerQuerySet:
-        return self.filter(Q(lease_until__isnull=True) | Q(lease_until__lt=Now()))
+        return self.filter(TRACKER_LEASE.unleased())
 
     def make_due(self) -> int:
         """Make these trackers due now without shrinking anybody's window.
@@ -201,7 +197,7 @@ class TrackerQuerySet(models.QuerySet):
         return self.filter(quarantined_at__isnull=True)
 
     def leased(self) -> TrackerQuerySet:
-        return self.filter(lease_until__gte=Now())
+        return self.filter(TRACKER_LEASE.leased())
 
     def oldest_first(self) -> TrackerQuerySet:
         """Most starved first: never processed, then least recently processed."""
