@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -181,6 +182,68 @@ class OtherLoad:
         b0, t0, o0 = self._start
         per_core = (total - t0) / (os.cpu_count() or 1)  # seconds elapsed
         return max(0.0, (busy - b0) - (ours - o0)) / per_core if per_core else float("nan")
+
+
+class DatabaseCpu:
+    """CPU seconds spent for one database: this process (all its threads) and every
+    PostgreSQL backend connected to `db_name`, whoever opened it (worker threads, child
+    processes). Other load on the machine (other databases, other programs) is not counted.
+
+    Backends are found by their process title ("postgres: ... <user> <db_name> ..."); a
+    sampler thread reads them every `interval` seconds, so a backend that exits during the
+    measurement loses at most its last interval. PostgreSQL's shared background processes
+    (WAL writer, checkpointer, autovacuum) are not counted.
+    """
+
+    def __init__(self, db_name: str, interval: float = 0.1) -> None:
+        self._needle = f" {db_name} ".encode()
+        self._interval = interval
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _backends(self) -> list[int]:
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                title = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if title.startswith(b"postgres: ") and self._needle in title.replace(b"\0", b" "):
+                pids.append(int(entry.name))
+        return pids
+
+    def _sample(self, start: bool = False) -> None:
+        for pid in self._backends():
+            cpu = proc_cpu_seconds(pid)
+            if cpu != cpu:  # nan: gone
+                continue
+            # A backend first seen after the start was born during the measurement.
+            self._first.setdefault(pid, cpu if start else 0.0)
+            self._last[pid] = cpu
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._sample()
+        # The sampler's own CPU is the measurement's, not the benchmark's.
+        self._sampler_cpu = time.thread_time()
+
+    def __enter__(self) -> DatabaseCpu:
+        self._process0 = time.process_time()
+        self._sample(start=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        self.process = time.process_time() - self._process0 - self._sampler_cpu
+        self.backends = sum(self._last[pid] - self._first[pid] for pid in self._last)
+        self.seconds = self.process + self.backends
 
 
 def code_version() -> str:

@@ -63,7 +63,11 @@ CITIES = [
 ACCESSORY_INTERVAL = rolling.INTERVAL.total_seconds()  # an accessory's primary key rolls over
 ACCESSORY_LOOKAHEAD = 6 * 3600  # keys of accessories are derived this far ahead
 RELOAD_INTERVAL = 5.0  # seconds between two looks at the key loader for unknown ids
-SEGMENT_SECONDS = 3 * 3600  # an itinerary step: dwell at a place, then travel to the next
+# An itinerary step: a stay at a place, then the trip to the next at city speed (29-50 km/h
+# door to door). Four steps a day give about 80 minutes of travel a day, as travel surveys
+# find for people; a tracker spends the rest of its time (about 95%) at places.
+SEGMENT_SECONDS = 6 * 3600
+TRAVEL_SPEED_M_S = (8.0, 14.0)
 EARTH_RADIUS_M = 6_371_000
 
 
@@ -81,6 +85,13 @@ def _offset(lat: float, lon: float, north_m: float, east_m: float) -> tuple[floa
     dlat = math.degrees(north_m / EARTH_RADIUS_M)
     dlon = math.degrees(east_m / (EARTH_RADIUS_M * math.cos(math.radians(lat))))
     return lat + dlat, lon + dlon
+
+
+def _distance_m(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Metres between two nearby points (equirectangular: places are within a city)."""
+    north = math.radians(b[0] - a[0]) * EARTH_RADIUS_M
+    east = math.radians(b[1] - a[1]) * EARTH_RADIUS_M * math.cos(math.radians((a[0] + b[0]) / 2))
+    return math.hypot(north, east)
 
 
 class SimulatedTracker:
@@ -107,12 +118,14 @@ class SimulatedTracker:
     def position(self, t: float) -> tuple[float, float, bool]:
         """(lat, lon, moving) at POSIX time t."""
         segment = math.floor(t / SEGMENT_SECONDS)
-        progress = t / SEGMENT_SECONDS - segment
-        dwell = 0.5 + 0.35 * _unit(self.seed, "dwell", segment)
         a, b = self.place(segment), self.place(segment + 1)
-        if progress < dwell or a == b:
+        low, high = TRAVEL_SPEED_M_S
+        speed = low + (high - low) * _unit(self.seed, "speed", segment)
+        arrival = (segment + 1) * SEGMENT_SECONDS
+        travel = min(_distance_m(a, b) / speed, SEGMENT_SECONDS / 2)
+        if a == b or t < arrival - travel:
             return a[0], a[1], False
-        f = (progress - dwell) / (1 - dwell)
+        f = 1 - (arrival - t) / travel
         return a[0] + (b[0] - a[0]) * f, a[1] + (b[1] - a[1]) * f, True
 
     def fix(self, slot: int) -> Fix:

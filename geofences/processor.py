@@ -3,7 +3,7 @@
 Reads everything it needs, decides in Python (state.py) on evidence from PostGIS
 (membership.py), and writes the outcome in one transaction that first checks the lease
 (locations.processing): states, events (unique by dedupe key), one delivery per
-(event, rule, channel), the trackers' processing rows, and the reports' processed_at.
+(event, rule, channel), the trackers' processing rows, and the reports' queue rows (deleted).
 Geofencing never waits for geocoding: addresses are filled in by the geocoder afterwards.
 """
 

@@ -103,22 +103,21 @@ class Backlog:
     """Reports waiting for processing, and how long the oldest has waited since it was stored."""
 
     reports: int
-    oldest_fetched_at: dt.datetime | None
+    oldest_stored_at: dt.datetime | None
     checked_at: dt.datetime  # the database clock
 
     @property
     def oldest_age_seconds(self) -> float | None:
-        if self.oldest_fetched_at is None:
+        if self.oldest_stored_at is None:
             return None
-        return max((self.checked_at - self.oldest_fetched_at).total_seconds(), 0.0)
+        return max((self.checked_at - self.oldest_stored_at).total_seconds(), 0.0)
 
 
 def backlog() -> Backlog:
-    """The processing queue's length and age (the partial index on unprocessed reports)."""
+    """The processing queue's length and age."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT count(*), min(fetched_at), CURRENT_TIMESTAMP "
-            "FROM locations_locationreport WHERE processed_at IS NULL"
+            "SELECT count(*), min(stored_at), CURRENT_TIMESTAMP FROM locations_queuedreport"
         )
         return Backlog(*cursor.fetchone())
 

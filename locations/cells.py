@@ -4,7 +4,9 @@ Coordinates are rounded to cells of GEOCODE_CELL_METERS: rows of that many metre
 latitude, each cut into columns that many metres wide at the row's centre latitude. An
 address is looked up at a cell's centre, so it belongs to the cell, not to the first report
 that fell in it. The key names the size ("25:209281:14871"), so a changed GEOCODE_CELL_METERS
-never mixes cells of two sizes; the offline provider's cells carry the prefix "offline:".
+never mixes cells of two sizes; the offline provider's cells carry the prefix "offline:" and
+their own size, GEOCODE_OFFLINE_CELL_METERS: its answers are a town, not a street, so a
+street-sized cell would only ask it the same question again a few metres further on.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def cell_of(
     """The cell of a point: rows of `size` metres of latitude, each cut into columns `size`
     metres wide at the row's centre. The key names the size, so changing
     GEOCODE_CELL_METERS never mixes cells of two sizes."""
-    size = size or settings.GEOCODE_CELL_METERS
+    size = size or cell_size(namespace)
     lat_step = size / METERS_PER_DEGREE
     row = math.floor(latitude / lat_step)
     centre_lat = max(min((row + 0.5) * lat_step, 90.0), -90.0)
@@ -54,6 +56,13 @@ def cell_of(
         (row + 1) * lat_step,
         (col + 1) * lon_step,
     )
+
+
+def cell_size(namespace: str = "") -> int:
+    """Metres across the cells of a namespace: the offline provider's, or the provider's."""
+    if namespace == OFFLINE_NAMESPACE:
+        return settings.GEOCODE_OFFLINE_CELL_METERS
+    return settings.GEOCODE_CELL_METERS
 
 
 def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:

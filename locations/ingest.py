@@ -30,8 +30,9 @@ _COPY_TYPES = ("int8", "timestamptz", "float8", "float8", "int2", "int2", "int2"
 
 # One statement: insert what is new (the unique (tracker, payload) constraint drops what is
 # known, even when two workers race; the ORDER BY makes racing workers wait for each other in
-# the same order, never in a deadlock), then move each tracker's last-seen position, but only
-# forward in time: an older report fetched late never moves a tracker back.
+# the same order, never in a deadlock), put the new reports in the processing queue, then move
+# each tracker's last-seen position, but only forward in time: an older report fetched late
+# never moves a tracker back. Answers the counts and the trackers that got new reports.
 _INGEST_SQL = """
 WITH inserted AS (
     INSERT INTO locations_locationreport
@@ -41,7 +42,10 @@ WITH inserted AS (
     FROM pg_temp.locations_ingest_staging
     ORDER BY tracker_id, payload
     ON CONFLICT (tracker_id, payload) DO NOTHING
-    RETURNING tracker_id, "timestamp", point, horizontal_accuracy
+    RETURNING id, tracker_id, "timestamp", point, horizontal_accuracy
+), queued AS (
+    INSERT INTO locations_queuedreport (report_id, tracker_id, stored_at)
+    SELECT id, tracker_id, %s FROM inserted
 ), latest AS (
     SELECT DISTINCT ON (tracker_id) * FROM inserted ORDER BY tracker_id, "timestamp" DESC
 ), moved AS (
@@ -51,7 +55,8 @@ WITH inserted AS (
     WHERE t.id = l.tracker_id AND (t.last_seen_at IS NULL OR t.last_seen_at < l."timestamp")
     RETURNING t.id
 )
-SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM moved)
+SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM moved),
+       (SELECT coalesce(array_agg(DISTINCT tracker_id), '{}') FROM inserted)
 """
 
 # The psycopg connections whose session has the staging table (a new connection has not).
@@ -63,6 +68,8 @@ class IngestResult:
     new: int
     duplicates: int
     trackers_moved: int
+    # The trackers that got at least one new report.
+    tracker_ids: tuple[int, ...] = ()
 
 
 def ingest(reports: Sequence[tuple[int, DecryptedReport]], fetched_at: dt.datetime) -> IngestResult:
@@ -72,13 +79,15 @@ def ingest(reports: Sequence[tuple[int, DecryptedReport]], fetched_at: dt.dateti
     nested = connection.in_atomic_block
     with transaction.atomic(), connection.cursor() as cursor:
         _stage(cursor, reports)
-        cursor.execute(_INGEST_SQL, [fetched_at])
-        new, moved = cursor.fetchone()
+        cursor.execute(_INGEST_SQL, [fetched_at, fetched_at])
+        new, moved, tracker_ids = cursor.fetchone()
         if nested:
             # The table empties itself at the caller's commit, later: the caller's next batch
             # must not find this one there.
             cursor.execute("TRUNCATE pg_temp.locations_ingest_staging")
-    return IngestResult(new=new, duplicates=len(reports) - new, trackers_moved=moved)
+    return IngestResult(
+        new=new, duplicates=len(reports) - new, trackers_moved=moved, tracker_ids=tuple(tracker_ids)
+    )
 
 
 def _stage(cursor: CursorWrapper, reports: Sequence[tuple[int, DecryptedReport]]) -> None:

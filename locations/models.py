@@ -32,9 +32,9 @@ class Address(models.Model):
 class TrackerProcessing(models.Model):
     """A tracker's place in the processing queue and what processing remembers about it.
 
-    The processing queue is the report table (reports with processed_at NULL); this row is
-    the per-tracker lease that keeps two processors off one tracker's reports, and the
-    newest report processed (older ones arriving late never change state).
+    The processing queue is QueuedReport; this row is the per-tracker lease that keeps two
+    processors off one tracker's reports, and the newest report processed (older ones
+    arriving late never change state).
     """
 
     tracker = models.OneToOneField(
@@ -68,8 +68,6 @@ class LocationReport(models.Model):
     status = models.PositiveSmallIntegerField(help_text="Status byte (battery on AirTags).")
     payload = models.BinaryField(help_text="The encrypted payload as Apple returned it.")
     fetched_at = models.DateTimeField()
-    # Geofencing and tracker events done (the processing queue: NULL = pending).
-    processed_at = models.DateTimeField(null=True, blank=True)
     # Reverse geocoding: the cell's address, or a note saying why there is none (yet).
     address = models.ForeignKey(
         Address, null=True, blank=True, on_delete=models.SET_NULL, related_name="reports"
@@ -89,12 +87,6 @@ class LocationReport(models.Model):
             models.Index(fields=["tracker", "-timestamp"], name="report_tracker_time_idx"),
             # The admin's newest-first list and fleet-wide time-range searches.
             models.Index(fields=["-timestamp"], name="report_time_idx"),
-            # processing.claim(): trackers with pending reports, and their reports in order.
-            models.Index(
-                fields=["tracker", "timestamp"],
-                name="report_unprocessed_idx",
-                condition=models.Q(processed_at__isnull=True),
-            ),
             # geocoding backfill: reports with neither an address nor a reason, newest first.
             models.Index(
                 fields=["-timestamp"],
@@ -113,6 +105,27 @@ class LocationReport(models.Model):
     @property
     def longitude(self) -> float:
         return self.point.x
+
+
+class QueuedReport(models.Model):
+    """A report waiting for processing (geofences, tracker events): the processing queue.
+
+    Ingest adds a row in the statement that stores the report; the processor deletes it in
+    the transaction that commits what it concluded. A queue of its own, not a flag on the
+    report: marking done would rewrite the report row and all its index entries (GiST
+    included), where a delete here touches two small indexes and the report stays
+    insert-only.
+    """
+
+    report = models.OneToOneField(
+        LocationReport, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    # Indexed (the foreign key's index): processing.claim() sweeps the pending trackers.
+    tracker = models.ForeignKey("trackers.Tracker", on_delete=models.CASCADE, related_name="+")
+    stored_at = models.DateTimeField(help_text="When ingest stored the report (its fetch).")
+
+    def __str__(self) -> str:
+        return f"report {self.report_id} of {self.tracker_id}"
 
 
 class LatestLocation(models.Model):

@@ -1,12 +1,13 @@
-"""The processing queue: reports not processed yet, claimed per tracker.
+"""The processing queue: reports not processed yet (QueuedReport rows), claimed per tracker.
 
 A claim leases up to PROCESS_BATCH_TRACKERS trackers that have pending reports (their
 TrackerProcessing rows, `SELECT ... FOR UPDATE SKIP LOCKED`), so no two processors ever work
 on one tracker's reports at once. The processor reads the pending reports in timestamp order
 outside any transaction, and commits everything it concluded (states, events, deliveries,
-`processed_at`) in one transaction that first checks the lease is still its own: a processor
-killed mid-batch wrote nothing, its lease expires, and the next claim does the work again;
-a processor whose lease was taken over writes nothing. Each report is processed exactly once.
+the deletion of the queue rows) in one transaction that first checks the lease is still its
+own: a processor killed mid-batch wrote nothing, its lease expires, and the next claim does
+the work again; a processor whose lease was taken over writes nothing. Each report is
+processed exactly once.
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ PROCESSING_LEASE = LeaseColumns("claimed_by", "claim_token", "lease_until")
 
 # Trackers with pending reports, in tracker order from a cursor that goes round (each
 # process sweeps the backlog, so every pending tracker is reached within one sweep); the
-# lease rows are made for trackers that have none yet. The partial index on unprocessed
-# reports serves it and lets it stop after `scan` trackers: an empty poll costs next to
-# nothing, and a claim in a backlog of millions reads a few thousand index entries.
+# lease rows are made for trackers that have none yet. The queue's tracker index serves it
+# and lets it stop after `scan` trackers: an empty poll costs next to nothing, and a claim
+# in a backlog of millions reads a few thousand index entries.
 _PENDING_SQL = """
 WITH pending AS (
-    SELECT DISTINCT tracker_id FROM locations_locationreport
-    WHERE processed_at IS NULL AND tracker_id > %(after)s
+    SELECT DISTINCT tracker_id FROM locations_queuedreport
+    WHERE tracker_id > %(after)s
     ORDER BY tracker_id LIMIT %(scan)s
 ), made AS (
     INSERT INTO locations_trackerprocessing (tracker_id, claimed_by, battery_low)
@@ -103,10 +104,11 @@ def pending_reports(tracker_ids: list[int]) -> list[PendingReport]:
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            SELECT id, tracker_id, "timestamp", horizontal_accuracy, status
-            FROM locations_locationreport
-            WHERE tracker_id = ANY(%s) AND processed_at IS NULL
-            ORDER BY tracker_id, "timestamp", id
+            SELECT r.id, r.tracker_id, r."timestamp", r.horizontal_accuracy, r.status
+            FROM locations_queuedreport AS q
+            JOIN locations_locationreport AS r ON r.id = q.report_id
+            WHERE q.tracker_id = ANY(%s)
+            ORDER BY r.tracker_id, r."timestamp", r.id
             """,
             [tracker_ids],
         )
@@ -125,11 +127,10 @@ def still_ours(claim_: ProcessingClaim) -> bool:
 
 
 def mark_processed(claim_: ProcessingClaim) -> int:
-    """Inside the commit's transaction: the claim's reports are done."""
+    """Inside the commit's transaction: the claim's reports are done (off the queue)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "UPDATE locations_locationreport SET processed_at = now() "
-            "WHERE id = ANY(%s) AND processed_at IS NULL",
+            "DELETE FROM locations_queuedreport WHERE report_id = ANY(%s)",
             [[r.id for r in claim_.reports]],
         )
         return cursor.rowcount

@@ -374,6 +374,8 @@ GEOCODER_OPTIONS = _json_object("GEOCODER_OPTIONS")
 # Summed over every process of the deployment (Nominatim's policy: at most 1 per second).
 GEOCODE_RATE_PER_SECOND = _env_float("GEOCODE_RATE_PER_SECOND", 1.0, minimum=0, exclusive=True)
 GEOCODE_CELL_METERS = env_int("GEOCODE_CELL_METERS", 25, minimum=1)  # the cache's cell size
+# The offline (town-level) provider's cells: its answer changes every few kilometres.
+GEOCODE_OFFLINE_CELL_METERS = env_int("GEOCODE_OFFLINE_CELL_METERS", 1000, minimum=1)
 GEOCODE_REUSE_METERS = env_int("GEOCODE_REUSE_METERS", 50)  # 0: never reuse a nearby address
 GEOCODE_BACKFILL_WINDOW = _utc_window("GEOCODE_BACKFILL_WINDOW", "19:00-07:00")
 GEOCODE_BACKFILL_BATCH = env_int("GEOCODE_BACKFILL_BATCH", 100, minimum=1)  # reports per batch

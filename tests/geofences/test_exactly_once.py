@@ -28,7 +28,7 @@ from django.utils import timezone
 from findmy import KeyPair
 
 from geofences.models import AlertDelivery, AlertRule, FenceKind, Geofence, GeofenceEvent
-from locations.models import LocationReport
+from locations.models import LocationReport, QueuedReport
 from trackers.payloads import Fix
 from trackers.worker import run_pass as fetch_pass
 
@@ -175,7 +175,7 @@ def test_three_processors_and_two_senders_do_everything_exactly_once(
     assert all(figure(out, "reports") > 0 for out in outputs), outputs  # they did race
     # Every report processed, once: the processors' counts add up to the reports stored.
     assert sum(figure(out, "reports") for out in outputs) == 9 * TRACKERS, outputs
-    assert not LocationReport.objects.filter(processed_at__isnull=True).exists()
+    assert not QueuedReport.objects.exists()
     step = dt.timedelta(minutes=10)
     for tracker in trackers:
         events = GeofenceEvent.objects.filter(tracker=tracker).order_by("occurred_at", "kind")

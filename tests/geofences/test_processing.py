@@ -13,7 +13,7 @@ from findmy import KeyPair
 
 from geofences.models import FenceKind, Geofence, GeofenceEvent, GeofenceState
 from geofences.worker import run_pass as process_pass
-from locations.models import LocationReport
+from locations.models import LocationReport, QueuedReport
 from trackers.models import Tracker
 from trackers.payloads import Fix
 from trackers.worker import run_pass as fetch_pass
@@ -91,7 +91,7 @@ def test_crafted_tracks_raise_exactly_the_expected_events(simulator, sim_account
     assert events_of(jitter) == []
     assert events_of(outlier) == [("enter", t0)]
     assert summary.reports == LocationReport.objects.count() == 9 + 5 + 8 + 8
-    assert not LocationReport.objects.filter(processed_at__isnull=True).exists()
+    assert not QueuedReport.objects.exists()
     # Every tracker was seen for the first time, once.
     assert GeofenceEvent.objects.filter(kind="first_seen").count() == 4
 
@@ -113,7 +113,7 @@ def test_late_reports_never_change_state(simulator, sim_account, owner, fence):
     assert summary.late == 3
     assert [k for k, _ in events_of(tracker)] == ["enter"]
     assert GeofenceState.objects.get(tracker=tracker).side == "inside"
-    assert not LocationReport.objects.filter(processed_at__isnull=True).exists()
+    assert not QueuedReport.objects.exists()
 
 
 def test_a_second_pass_processes_nothing_again(simulator, sim_account, owner, fence):

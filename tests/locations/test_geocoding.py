@@ -26,6 +26,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
 
+from findmy_sim.simulator import SimulatedTracker
 from locations import geocoding
 from locations.cells import cell_of, distance_m
 from locations.geocoders import configured_provider
@@ -541,7 +542,7 @@ def test_the_offline_provider_answers_at_city_level_without_network(settings, no
     once()
     assert geocoded(stored).address.label == "Paris, France (city level)"
     assert stored.address.components["country_code"] == "FR"
-    assert stored.address.cell.startswith("offline:25:")
+    assert stored.address.cell.startswith("offline:1000:")  # GEOCODE_OFFLINE_CELL_METERS
     assert geocoded(sea).geocode_note == "no address at this place (offline)"
 
 
@@ -633,6 +634,54 @@ def test_a_dwelling_fleet_is_answered_from_the_cache_after_its_first_pass(settin
     assert rate >= 0.95, answered
     assert after["hit_rate"] > first["hit_rate"]
     assert after["ungeocoded"] == 0
+
+
+def test_the_demo_fleet_is_answered_from_the_cache_after_its_first_hour(settings):
+    """The demo's fleet as the simulator makes it (60 trackers, the 7 days of history Apple
+    keeps fetched in the first hour, then a report every 30-90 minutes each), through the
+    real geocoder with the demo's offline provider: after the first hour, at least 95% of
+    reports need no lookup."""
+    settings.GEOCODER = "offline"
+    fleet = [(TrackerFactory(), SimulatedTracker(None, seed=f"demo-{i}")) for i in range(60)]
+    now = timezone.now().timestamp()
+    start = now - 30 * 3600  # the demo starts 6 hours ago, with 24 hours of history
+
+    def store(since: float, until: float) -> int:
+        stored = 0
+        for tracker, sim in fleet:
+            fixes = [sim.fix(slot) for slot in sim.slots_between(since, until)]
+            fixes = [f for f in fixes if since <= f.timestamp.timestamp() < until]
+            for i, fix in enumerate(fixes):
+                report(
+                    tracker,
+                    fix.latitude,
+                    fix.longitude,
+                    minutes_ago=(now - fix.timestamp.timestamp()) / 60,
+                    accuracy=fix.accuracy,
+                    newest=i == len(fixes) - 1,
+                )
+            stored += len(fixes)
+        return stored
+
+    def answered() -> dict[str, int]:
+        stats = cache_stats()
+        return {k: stats[k] for k in ("cache_hits", "reuses", "provider_requests")}
+
+    store(start - 7 * 24 * 3600, start)  # the first hour: the history
+    once()
+    backfill()
+    first = answered()
+    later = 0
+    for hour in range(6):
+        later += store(start + hour * 3600, start + (hour + 1) * 3600)
+        once()
+        backfill()
+    after = {k: v - first[k] for k, v in answered().items()}
+    rate = (after["cache_hits"] + after["reuses"]) / sum(after.values())
+    print(f"first hour {first}; later {after}; hit rate after the first hour {rate:.3f}")
+    assert sum(after.values()) == later > 200
+    assert rate >= 0.95, after
+    assert cache_stats()["ungeocoded"] == 0
 
 
 # --- configuration -------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 from django.db import connection, connections, transaction
 
 from locations.ingest import IngestResult, ingest
-from locations.models import LocationReport
+from locations.models import LocationReport, QueuedReport
 from locations.pipeline import BackgroundStore
 from trackers.models import Tracker
 from trackers.payloads import DecryptedReport
@@ -68,6 +68,25 @@ def test_reports_stored_by_an_earlier_batch_are_duplicates():
 
     assert (result.new, result.duplicates) == (1, 1)
     assert LocationReport.objects.count() == 3
+
+
+@pytest.mark.django_db
+def test_new_reports_and_only_they_join_the_processing_queue():
+    first, second, idle = TrackerFactory(), TrackerFactory(), TrackerFactory()
+    ingest([report(first, 0)], fetched_at=FETCHED)
+    QueuedReport.objects.all().delete()  # processed
+
+    later = FETCHED + dt.timedelta(hours=1)
+    result = ingest(
+        [report(first, 0), report(first, 1), report(second, 0), report(second, 0)],
+        fetched_at=later,
+    )
+
+    new = LocationReport.objects.exclude(timestamp=T0, tracker=first)
+    queued = QueuedReport.objects.values_list("report_id", "tracker_id", "stored_at")
+    assert sorted(queued) == sorted((r.id, r.tracker_id, later) for r in new)
+    assert sorted(result.tracker_ids) == sorted([first.id, second.id])
+    assert idle.id not in result.tracker_ids
 
 
 @pytest.mark.django_db

@@ -28,7 +28,7 @@ from geofences.models import (
 )
 from locations import geocoding, latest
 from locations.latest_tasks import refresh_latest
-from locations.models import Address, LatestLocation, LocationReport
+from locations.models import Address, LatestLocation, LocationReport, QueuedReport
 from monitoring import health
 from monitoring.models import ServiceInstance
 from trackers.models import Tracker
@@ -42,7 +42,7 @@ def ago(**kwargs: float) -> dt.datetime:
     return timezone.now() - dt.timedelta(**kwargs)
 
 
-def report(tracker: Tracker, **fields: Any) -> LocationReport:
+def report(tracker: Tracker, queued: bool = False, **fields: Any) -> LocationReport:
     values = {
         "timestamp": ago(hours=1),
         "point": Point(13.405, 52.52, srid=4326),
@@ -51,10 +51,12 @@ def report(tracker: Tracker, **fields: Any) -> LocationReport:
         "status": 0,
         "payload": uuid.uuid4().bytes,
         "fetched_at": timezone.now(),
-        "processed_at": timezone.now(),
         **fields,
     }
-    return LocationReport.objects.create(tracker=tracker, **values)
+    stored = LocationReport.objects.create(tracker=tracker, **values)
+    if queued:
+        QueuedReport.objects.create(report=stored, tracker=tracker, stored_at=stored.fetched_at)
+    return stored
 
 
 def fence(owner: Any, name: str = "depot", **fields: Any) -> Geofence:
@@ -306,8 +308,8 @@ def test_processing_backlog_by_the_age_of_its_oldest_report(
     tracker = TrackerFactory()
     report(tracker)  # processed
     if stored is not None:
-        report(tracker, processed_at=None, fetched_at=ago(seconds=stored))
-        report(tracker, processed_at=None, fetched_at=ago(seconds=10))
+        report(tracker, queued=True, fetched_at=ago(seconds=stored))
+        report(tracker, queued=True, fetched_at=ago(seconds=10))
 
     response_code, body = get_health(client)
 
@@ -446,7 +448,7 @@ def scrape(client: Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], floa
 
 def test_metrics_show_the_business_figures(client: Client, geocoder: dict):
     tracker = TrackerFactory()
-    report(tracker, processed_at=None, fetched_at=ago(seconds=120))
+    report(tracker, queued=True, fetched_at=ago(seconds=120))
     delivery(DeliveryStatus.FAILED)
     latest.maintain(force_refresh=True)
 
@@ -480,7 +482,7 @@ def test_the_processor_heartbeat_reports_fences_backlog_and_pending_events():
     fence(owner)
     fence(owner, "retired", is_active=False)
     tracker = TrackerFactory(owner=owner)
-    report(tracker, processed_at=None, fetched_at=ago(seconds=90))
+    report(tracker, queued=True, fetched_at=ago(seconds=90))
     delivery(DeliveryStatus.PENDING)
     delivery(DeliveryStatus.FAILED)
 

@@ -83,5 +83,5 @@ def test_simulated_tracker_dwells_and_moves() -> None:
     still = [s for s in samples if not s[2]]
     assert moving
     assert still
-    assert len(still) > len(moving)  # trackers spend most time at places
+    assert len(moving) < 0.2 * len(samples)  # trackers spend most of their time at places
     assert len({(round(s[0], 6), round(s[1], 6)) for s in still}) <= len(tracker.places)
