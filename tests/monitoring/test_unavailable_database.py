@@ -8,19 +8,9 @@ One server per scenario, every endpoint asked in one test.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -32,25 +22,12 @@ from psycopg import errors, sql
 from monitoring.api.exceptions import database_problem
 from tracker_project.urls import server_error
 
-BASE_DIR = Path(__file__).resolve().parents[2]
-GUNICORN = Path(sys.executable).with_name("gunicorn")
+from ..servers import GunicornServer, database_url, free_port
 
 # Asked without credentials, with a session cookie and with a token: authentication that
 # looks the session or token up in the database must end in JSON too.
 SESSION = {"Cookie": "sessionid=" + "x" * 32}
 TOKEN = {"Authorization": "Bearer " + "0" * 64}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def database_url(name: str, port: int | None = None) -> str:
-    db = settings.DATABASES["default"]
-    credentials = f"{quote(db['USER'], safe='')}:{quote(db['PASSWORD'], safe='')}"
-    return f"postgis://{credentials}@{db['HOST'] or '127.0.0.1'}:{port or db['PORT']}/{name}"
 
 
 def admin_connection() -> psycopg.Connection:
@@ -78,64 +55,17 @@ def empty_database() -> Iterator[str]:
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-class Server:
-    """gunicorn serving the project on a free port with the given environment overrides."""
-
-    def __init__(self, **env: str) -> None:
-        self.port = free_port()
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop())
-        environment = {**os.environ, "LOG_FORMAT": "text", "LOG_LEVEL": "ERROR", **env}
-        environment.pop("DJANGO_ENV_FILE", None)  # .env for the rest; env vars win over it
-        self.process = subprocess.Popen(
-            [
-                *(str(GUNICORN), "tracker_project.wsgi:application", "--workers", "1"),
-                *("--bind", f"127.0.0.1:{self.port}", "--timeout", "30"),
-            ],
-            cwd=BASE_DIR,
-            env=environment,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-3000:]
-
-    def wait_until_live(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.output()
-            try:
-                if self.request("GET", "/health/live")[0] == 200:
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError(f"gunicorn did not answer in {timeout} s:\n{self.output()}")
+class Server(GunicornServer):
+    """gunicorn whose every answer must be JSON."""
 
     def request(
         self, method: str, path: str, headers: dict[str, str] | None = None
     ) -> tuple[int, str, Any]:
         """(status, content type, parsed JSON body) of one request."""
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}", method=method, headers=headers or {}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-                status, content_type, body = response.status, response.headers, response.read()
-        except urllib.error.HTTPError as exc:
-            status, content_type, body = exc.code, exc.headers, exc.read()
-        content_type = content_type.get("Content-Type", "")
+        status, answer_headers, body = self.fetch(method, path, headers)
+        content_type = answer_headers.get("Content-Type", "")
         assert content_type.startswith("application/json"), (method, path, status, body[:300])
         return status, content_type, json.loads(body)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
 
 
 @pytest.fixture
