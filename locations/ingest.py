@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
 
+from locations import generations
 from trackers.payloads import DecryptedReport
 
 _CREATE_STAGING_SQL = """
@@ -85,6 +86,9 @@ def ingest(reports: Sequence[tuple[int, DecryptedReport]], fetched_at: dt.dateti
             # The table empties itself at the caller's commit, later: the caller's next batch
             # must not find this one there.
             cursor.execute("TRUNCATE pg_temp.locations_ingest_staging")
+    # The API's search cache: the trackers' counters move once the rows are committed (here,
+    # or at the commit of a caller's transaction), never before.
+    generations.bump_on_commit(tracker_ids)
     return IngestResult(
         new=new, duplicates=len(reports) - new, trackers_moved=moved, tracker_ids=tuple(tracker_ids)
     )

@@ -27,6 +27,7 @@ from geofences import deliveries
 from geofences.models import Geofence, GeofenceEvent
 from geofences.worker import backlog
 from locations import geocoding, latest
+from tracker_project import replicas
 from trackers.findmy_client import FailureCategory
 from trackers.models import USABLE_STATUSES, AccountStatus, AppleAccount, Tracker
 
@@ -457,6 +458,18 @@ def check_latest_view() -> Check:
     return Check(CheckStatus.DEGRADED, f"{found}; {outcome.action} ({rows} rows)", figures)
 
 
+def check_replicas() -> Check:
+    """Degraded, never failing, when a replica is down or behind: reads go to the primary."""
+    report = replicas.replica_report()
+    figures = {"replicas": report}
+    skipped = [alias for alias, replica in report.items() if replica["status"] != "up"]
+    if skipped:
+        return Check(
+            CheckStatus.DEGRADED, f"skipped, reads on the primary: {', '.join(skipped)}", figures
+        )
+    return Check(CheckStatus.OK, f"{len(report)} replica(s) up" if report else "none", figures)
+
+
 CHECKS: dict[str, Callable[[], Check]] = {
     "database": check_database,
     "redis": check_redis,
@@ -469,6 +482,7 @@ CHECKS: dict[str, Callable[[], Check]] = {
     "deliveries": check_deliveries,
     "geofence_events": check_geofence_events,
     "latest_view": check_latest_view,
+    "replicas": check_replicas,
 }
 NEEDS_DATABASE = frozenset(set(CHECKS) - {"database", "redis"})
 

@@ -236,6 +236,20 @@ def latest_view_metrics() -> Iterator[Metric]:
     yield age
 
 
+def api_metrics() -> Iterator[Metric]:
+    from api.search_cache import counters  # kept in Redis by every web process
+
+    figures = counters()
+    if figures is None:  # no Redis cache, or Redis down: no search cache to count
+        return
+    for outcome, text in (("hits", "answered from"), ("misses", "run, then put in")):
+        yield CounterMetricFamily(
+            f"{PREFIX}_api_search_cache_{outcome}",
+            f"JSON location searches {text} the search cache.",
+            value=figures[outcome],
+        )
+
+
 class FleetCollector(Collector):
     """Every metric, computed from the database when Prometheus scrapes."""
 
@@ -250,6 +264,7 @@ class FleetCollector(Collector):
         yield from delivery_metrics()
         yield from event_metrics()
         yield from latest_view_metrics()
+        yield from api_metrics()
 
 
 # A private registry: the default one carries this process's own metrics (GC, CPU), which

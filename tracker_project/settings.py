@@ -98,7 +98,8 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 FIELD_ENCRYPTION_KEYS = _fernet_keys(env.str("FIELD_ENCRYPTION_KEY"))
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # Django's admin with the fleet's admin site (the operator dashboard's pages).
+    "monitoring.admin_site.FleetAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -110,12 +111,16 @@ INSTALLED_APPS = [
     "knox",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc as static files, no CDN
     "django_q",
     "trackers",
     "locations",
     "geofences",
     "monitoring",
     "findmy_sim",
+    "api",
+    "leaflet",  # django-leaflet: Leaflet's own static files for the owners' map
+    "web",
 ]
 
 MIDDLEWARE = [
@@ -127,6 +132,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: it may run the view a second time (on the primary, when a replica fails under it).
+    "tracker_project.replicas.ReplicaMiddleware",
 ]
 
 ROOT_URLCONF = "tracker_project.urls"
@@ -156,6 +163,50 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Test runs create their own database; several runs on one server need different names.
 if test_database_name := env.str("TEST_DATABASE_NAME", default=""):
     DATABASES["default"]["TEST"] = {"NAME": test_database_name}
+
+
+# Read replicas (tracker_project/replicas.py): DATABASE_REPLICA_URL is a comma-separated list
+# of postgis:// URLs (percent-encode a comma in a password), aliases replica1, replica2, ...
+# Read-only API requests read from a usable one; everything else uses the primary.
+def _replica_databases(primary: dict) -> dict[str, dict]:
+    urls = [u.strip() for u in env.str("DATABASE_REPLICA_URL", default="").split(",")]
+    replicas = {}
+    for number, url in enumerate((u for u in urls if u), start=1):
+        config = environ.Env.db_url_config(url)
+        if config.get("ENGINE") != "django.contrib.gis.db.backends.postgis" or not (
+            config.get("HOST") and config.get("NAME")
+        ):
+            raise ImproperlyConfigured(
+                f"DATABASE_REPLICA_URL: entry {number} must be a postgis://user:password@host"
+                ":port/name URL"
+            )
+        # A streaming replica holds the primary's databases, under the same names.
+        if config["NAME"] != primary["NAME"] or (config["HOST"], str(config["PORT"])) == (
+            primary["HOST"],
+            str(primary["PORT"]),
+        ):
+            raise ImproperlyConfigured(
+                f"DATABASE_REPLICA_URL: entry {number} must name the database of DATABASE_URL "
+                f"({primary['NAME']}) on another server"
+            )
+        config["CONN_MAX_AGE"] = primary["CONN_MAX_AGE"]
+        config["CONN_HEALTH_CHECKS"] = True
+        # A replica that is down must not hold a request for long (the URL may say otherwise).
+        config.setdefault("OPTIONS", {}).setdefault("connect_timeout", 2)
+        # Test runs create nothing on a replica: Django gives the alias the test database's
+        # name (a streaming replica has it as soon as the primary does) and leaves it alone.
+        config["TEST"] = {"MIRROR": "default"}
+        replicas[f"replica{number}"] = config
+    return replicas
+
+
+DATABASES.update(_replica_databases(DATABASES["default"]))
+DATABASE_REPLICAS = [alias for alias in DATABASES if alias != "default"]
+DATABASE_ROUTERS = ["tracker_project.replicas.ReplicaRouter"]
+# A replica further behind the primary than this is skipped until it catches up.
+REPLICA_MAX_LAG_SECONDS = env_int("REPLICA_MAX_LAG_SECONDS", 10)
+# After an unsafe request, its user reads from the primary for this long (0: never).
+REPLICA_STICKY_SECONDS = env_int("REPLICA_STICKY_SECONDS", 5)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # gis.W001: GDAL < 3.9 cannot block file/network access while parsing spatial references.
 # Debian 12 ships 3.6; the service never hands GDAL a file or SRS from a user (geometries
@@ -195,6 +246,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Owners log in to the map at /accounts/login/ (operators use the admin's login).
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/map/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -230,13 +285,21 @@ SECURE_REDIRECT_EXEMPT = [r"^health$", r"^health/live$", r"^status/", r"^metrics
 # --- REST framework ---------------------------------------------------------------------
 # Requests per user to the control endpoints (POST /fetch/*, /queue/*): "N/s|min|hour|day".
 CONTROL_THROTTLE_RATE = _throttle_rate("CONTROL_THROTTLE_RATE", "30/min")
+# Requests to /api/v1/ per token (per user for a browser session), and per client IP without
+# credentials (failed logins included): "N/s|min|hour|day", counted in the shared cache.
+API_THROTTLE_USER_RATE = _throttle_rate("API_THROTTLE_USER_RATE", "600/min")
+API_THROTTLE_ANON_RATE = _throttle_rate("API_THROTTLE_ANON_RATE", "60/min")
+# Location searches: the longest starts_at..ends_at range in days, and how long a JSON page
+# stays in the search cache (Redis db 0; 0: no cache). New reports invalidate it sooner.
+API_MAX_RANGE_DAYS = env_int("API_MAX_RANGE_DAYS", 366, minimum=1)
+API_SEARCH_CACHE_SECONDS = env_int("API_SEARCH_CACHE_SECONDS", 300)
 REST_FRAMEWORK = {
     # No HTTP Basic: browsers never get a password prompt. Scripts send a knox token
     # (`Authorization: Bearer ...`, only its hash is stored); browsers use the admin's session,
     # whose unsafe requests DRF refuses without a CSRF token. The token class comes first: its
     # WWW-Authenticate ("Bearer") turns a missing login into a 401 rather than a 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "knox.auth.TokenAuthentication",
+        "api.auth.TokenAuthentication",  # knox's, plus the token's last use
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -249,6 +312,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
 }
+# knox's own token table; the API keeps each token's name and last use beside it
+# (api.models.TokenDetails). Named here because the API's migration refers to it.
+KNOX_TOKEN_MODEL = "knox.AuthToken"  # noqa: S105 (a model name, not a secret)
 REST_KNOX = {
     "AUTH_HEADER_PREFIX": "Bearer",
     "TOKEN_TTL": None,  # create_api_token sets each token's expiry
@@ -260,6 +326,22 @@ SPECTACULAR_SETTINGS = {
     # The schema maps the control surface: staff only, like the admin.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
     "SERVE_INCLUDE_SCHEMA": False,
+    # /api/v1/ answers are wrapped in {"data", "error"}; the schema says so (api/schema.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "api.schema.envelope_hook",
+    ],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "ChannelEnum": "geofences.models.Channel",
+        "EventKindEnum": "geofences.models.EventKind",
+        "FenceKindEnum": "geofences.models.FenceKind",
+        "TrackerKindEnum": "trackers.models.TrackerKind",
+        "DeliveryStatusEnum": "geofences.models.DeliveryStatus",
+    },
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- fetching (see README, "Configuration") ---------------------------------------------
@@ -430,6 +512,22 @@ if PROCESSING_BACKLOG_FAIL_SECONDS < PROCESSING_BACKLOG_WARN_SECONDS:
 # /health and /metrics count trackers (of owners with active fences) without a geofence
 # event for this many days.
 GEOFENCE_EVENT_QUIET_DAYS = env_int("GEOFENCE_EVENT_QUIET_DAYS", 7, minimum=1)
+
+# --- pages: the operator dashboard and the owners' map (see README, "Configuration") -----
+# Seconds between two refreshes of the dashboard's figures (each runs the /health checks).
+DASHBOARD_REFRESH_SECONDS = env_int("DASHBOARD_REFRESH_SECONDS", 15, minimum=2)
+# Seconds between two reloads of the latest positions on the map.
+MAP_REFRESH_SECONDS = env_int("MAP_REFRESH_SECONDS", 30, minimum=2)
+# The map's background tiles ({z}/{x}/{y}, optionally {s}); empty: no tile layer (the
+# positions, tracks and fences still show, on a blank background).
+MAP_TILE_URL = env.str("MAP_TILE_URL", default="https://tile.openstreetmap.org/{z}/{x}/{y}.png")
+if MAP_TILE_URL and not re.match(r"^(https?:)?//\S+$", MAP_TILE_URL):
+    raise ImproperlyConfigured(f"MAP_TILE_URL must be an http(s) URL or empty: {MAP_TILE_URL!r}")
+MAP_TILE_ATTRIBUTION = env.str(
+    "MAP_TILE_ATTRIBUTION",
+    default='&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> '
+    "contributors",
+)
 
 # --- django-q2 --------------------------------------------------------------------------
 Q_CLUSTER = {

@@ -7,7 +7,7 @@ import sys
 from django.contrib import admin
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.urls import path
+from django.urls import include, path
 from django.views import defaults
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.renderers import JSONRenderer
@@ -40,6 +40,8 @@ urlpatterns = [
     path("fetch/tracker/<int:pk>", control.FetchTrackerView.as_view(), name="fetch-tracker"),
     path("queue/initialize", control.QueueInitializeView.as_view(), name="queue-initialize"),
     path("api/schema/", SchemaView.as_view(), name="schema"),
+    path("api/v1/", include("api.urls")),
+    path("", include("web.urls")),  # the owners' map and its login
 ]
 
 

@@ -12,9 +12,10 @@ import csv
 import io
 import json
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from django.db import transaction
 from findmy import FindMyAccessory, KeyPair
 
 from . import rolling
@@ -49,6 +50,34 @@ class KeyProblem:
 
     def __str__(self) -> str:
         return f"{self.where}: {self.reason}"
+
+
+@dataclass
+class ImportResult:
+    """What `store_entries` did: the entries it created trackers for, and those whose key
+    was already known (left as they are)."""
+
+    created: list[KeyEntry] = field(default_factory=list)
+    known: list[KeyEntry] = field(default_factory=list)
+
+
+def store_entries(entries: list[KeyEntry], **fields: Any) -> ImportResult:
+    """Create a tracker (with `fields`: owner, production run) for every entry whose key is
+    not known yet, in one transaction; known keys are left alone, so re-importing is harmless.
+    Used by `import_trackers` and the API's upload."""
+    result = ImportResult()
+    with transaction.atomic():
+        known = set(
+            Tracker.objects.filter(
+                hashed_adv_key__in=[e.hashed_adv_key for e in entries]
+            ).values_list("hashed_adv_key", flat=True)
+        )
+        for entry in entries:
+            (result.known if entry.hashed_adv_key in known else result.created).append(entry)
+        Tracker.objects.bulk_create(
+            [e.to_tracker(**fields) for e in result.created], batch_size=1000, ignore_conflicts=True
+        )
+    return result
 
 
 def check_name(name: str) -> str:

@@ -6,4 +6,4 @@ their states and events, alert rules and deliveries, latest locations) and `oper
 building blocks they share. The trackers and locations apps never import monitoring.
 """
 
-from . import fleet, geo, operations, reports  # noqa: F401  (registration)
+from . import fleet, geo, operations, reports, tokens  # noqa: F401  (registration)

@@ -9,10 +9,9 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import transaction
 
-from trackers.keyfiles import parse_key_file
-from trackers.models import ProductionRun, Tracker
+from trackers.keyfiles import parse_key_file, store_entries
+from trackers.models import ProductionRun
 
 
 class Command(BaseCommand):
@@ -42,18 +41,8 @@ class Command(BaseCommand):
                 f"{len(problems)} invalid entr{'y' if len(problems) == 1 else 'ies'}; nothing "
                 f"imported ({len(entries)} valid; use --skip-invalid to import those)"
             )
-        with transaction.atomic():
-            known = set(
-                Tracker.objects.filter(
-                    hashed_adv_key__in=[e.hashed_adv_key for e in entries]
-                ).values_list("hashed_adv_key", flat=True)
-            )
-            new = [
-                e.to_tracker(production_run=run, owner=owner)
-                for e in entries
-                if e.hashed_adv_key not in known
-            ]
-            Tracker.objects.bulk_create(new, batch_size=1000, ignore_conflicts=True)
+        result = store_entries(entries, production_run=run, owner=owner)
+        new, known = result.created, result.known
         self.stdout.write(
             f"imported {len(new)} trackers, {len(known)} already known, "
             f"{len(problems)} invalid skipped"

@@ -1,0 +1,1 @@
+"""The owner-scoped REST API under /api/v1/ (issue 8)."""

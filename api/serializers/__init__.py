@@ -1,0 +1,1 @@
+"""Serializers of the API resources; `base` holds the strictness they share."""

@@ -1,0 +1,1 @@
+"""Views of the REST API (thin viewsets over the domain models)."""
