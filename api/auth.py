@@ -67,6 +67,15 @@ def record_use(token: AuthToken, now: dt.datetime | None = None) -> bool:
 class TokenAuthentication(KnoxTokenAuthentication):
     """knox's `Authorization: Bearer <token>`, recording the token's last use."""
 
+    def _cleanup_token(self, auth_token: AuthToken) -> bool:
+        """The presented token only: True (and deleted) when it has expired. knox's own also
+        reads every other token of the user on every request to delete the expired ones (a
+        query per request); those are refused when presented and deleted then."""
+        if auth_token.expiry is not None and auth_token.expiry < timezone.now():
+            auth_token.delete()
+            return True
+        return False
+
     def authenticate_credentials(self, token: bytes) -> tuple[Any, AuthToken]:
         user, auth_token = super().authenticate_credentials(token)
         record_use(auth_token)

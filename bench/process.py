@@ -317,7 +317,11 @@ def main(argv: list[str] | None = None) -> int:
         fetch_core = max(fetch["pipelined"][1], fetch["sequential"][1])
         rows = [
             ("processing (geofences, events, deliveries)", rate, per_core, per_core / fetch_core),
-            ("baseline: fetch end to end, pipelined (bench/ingest c')", *fetch["pipelined"], 1.0),
+            (
+                "baseline: fetch end to end, pipelined (bench/ingest c')",
+                *fetch["pipelined"],
+                fetch["pipelined"][1] / fetch_core,
+            ),
             (
                 "baseline: fetch end to end, sequential (bench/ingest c)",
                 *fetch["sequential"],

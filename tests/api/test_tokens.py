@@ -135,6 +135,17 @@ def test_expired_token_is_refused(alice: Any) -> None:
     with time_machine.travel(timezone.now() - dt.timedelta(hours=3)):
         created = new_token(bearer_for(alice), expiry_hours=1)
     assert bearer(created["token"]).get("/api/v1/trackers").status_code == 401
+    assert not TokenDetails.objects.filter(pk=created["id"]).exists()  # deleted on use
+
+
+def test_a_request_reads_only_its_own_token(alice: Any, django_assert_max_num_queries) -> None:
+    """Authentication costs the token's lookup, never a read of the user's other tokens."""
+    for _ in range(3):
+        new_token(bearer_for(alice), expiry_hours=1)
+    client = bearer(new_token(bearer_for(alice))["token"])
+    client.get("/api/v1/me")  # the last-use stamp of the first request
+    with django_assert_max_num_queries(1):
+        assert client.get("/api/v1/me").status_code == 200
 
 
 def bearer_for(user: Any) -> APIClient:
