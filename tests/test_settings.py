@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,10 +19,16 @@ GOOD = {
 }
 
 
-def run_check(**env: str) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k not in GOOD and k != "REDIS_URL"}
+def run_check(
+    code: str = "import django; django.setup()",
+    drop: Callable[[str], bool] = lambda name: name == "REDIS_URL",
+    **env: str,
+) -> subprocess.CompletedProcess:
+    """`code` in a fresh Python with the settings module, no .env, this environment minus
+    GOOD's variables and those `drop` names, plus `env`."""
+    base = {k: v for k, v in os.environ.items() if k not in GOOD and not drop(k)}
     return subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"],
+        [sys.executable, "-c", code],
         cwd=ROOT,
         env={
             **base,

@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from cryptography.fernet import Fernet
 
-ROOT = Path(__file__).resolve().parents[2]
-GOOD = {
-    "SECRET_KEY": "x" * 50,
-    "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-    "DATABASE_URL": "postgis://u:p@127.0.0.1:5432/db",
-}
+from ..test_settings import GOOD, run_check
+
 SHOW = """
 import django, json
 django.setup()
@@ -31,21 +23,11 @@ print(json.dumps({
 
 
 def settings_with(**env: str) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k not in GOOD and not k.startswith("REPLICA")}
-    base.pop("DATABASE_REPLICA_URL", None)
-    return subprocess.run(
-        [sys.executable, "-c", SHOW],
-        cwd=ROOT,
-        env={
-            **base,
-            "DJANGO_SETTINGS_MODULE": "tracker_project.settings",
-            "DJANGO_ENV_FILE": "none",
-            **GOOD,
-            **env,
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
+    return run_check(
+        SHOW,
+        drop=lambda name: name.startswith("REPLICA") or name == "DATABASE_REPLICA_URL",
+        **GOOD,
+        **env,
     )
 
 
