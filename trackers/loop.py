@@ -12,11 +12,13 @@ of `idle_seconds`. The stop event is set by a signal handler, so SIGTERM acts wi
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from collections.abc import Callable, Hashable
 from typing import Any
 
 from django.conf import settings
+from django.core.management.base import CommandError
 from django.db import DatabaseError, close_old_connections, connection
 
 from .findmy_client import FailureCategory
@@ -25,6 +27,23 @@ from .signals import process_started, process_stopped, report_failure
 log = logging.getLogger(__name__)
 
 MAX_RECONNECT_PAUSE = 30  # seconds
+
+
+def check_name(name: str | None, limit: int) -> None:
+    """A long-running command's --name (it goes into lease columns and logs): 1 to `limit`
+    characters without NUL, or a CommandError saying so. None: the default name."""
+    if name is not None and (not name.strip() or len(name) > limit or "\x00" in name):
+        raise CommandError(f"--name must be 1 to {limit} characters, without NUL")
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set `stop`; the handler does nothing else, so a pass ends cleanly."""
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def run_loop(

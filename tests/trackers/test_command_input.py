@@ -201,3 +201,19 @@ def test_standard_input_is_read_as_utf8(monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(line), encoding="latin-1"))
     call_command("import_trackers", "-")
     assert Tracker.objects.get().name == "café"
+
+
+@pytest.mark.parametrize(
+    ("command", "limit"),
+    [
+        ("fetch_trackers", 200),
+        ("process_locations", 200),
+        ("send_alerts", 200),
+        ("geocode_locations", 180),
+    ],
+)
+@pytest.mark.parametrize("bad", ["a\x00b", "  ", "too long"])
+def test_a_bad_service_name_is_an_error(command, limit, bad):
+    name = "x" * (limit + 1) if bad == "too long" else bad
+    with pytest.raises(CommandError, match=f"--name must be 1 to {limit} characters, without NUL"):
+        call_command(command, "--once", "--name", name)

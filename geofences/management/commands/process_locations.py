@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import signal
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
+from trackers.loop import check_name, stop_on_signals
 from trackers.models import Tracker
 from trackers.worker import worker_name
 
@@ -28,19 +28,12 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         name = options["name"]
-        limit = Tracker._meta.get_field("claimed_by").max_length
-        if name is not None and (not name.strip() or len(name) > limit or "\x00" in name):
-            raise CommandError(f"--name must be 1 to {limit} characters, without NUL")
+        check_name(name, Tracker._meta.get_field("claimed_by").max_length)
         if options["once"]:
             summary = run_pass(name or worker_name("processor"))
             self.stdout.write(summary.line())
             return
         processor = Processor(name)
-
-        def stop(signum: int, frame: Any) -> None:
-            processor.stop.set()
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
+        stop_on_signals(processor.stop)
         self.stdout.write(f"processor {processor.name} started")
         processor.run_forever()

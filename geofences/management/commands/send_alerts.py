@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import signal
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
 from geofences.models import AlertDelivery
+from trackers.loop import check_name, stop_on_signals
 from trackers.worker import worker_name
 
 from ...deliveries import Sender, run_pass
@@ -28,16 +28,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         name = options["name"]
-        limit = AlertDelivery._meta.get_field("claimed_by").max_length
-        if name is not None and (not name.strip() or len(name) > limit or "\x00" in name):
-            raise CommandError(f"--name must be 1 to {limit} characters, without NUL")
+        check_name(name, AlertDelivery._meta.get_field("claimed_by").max_length)
         sender = Sender(name or worker_name("sender"))
-
-        def stop(signum: int, frame: Any) -> None:
-            sender.stop.set()
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
+        stop_on_signals(sender.stop)
         if options["once"]:
             summary = run_pass(sender.name, stop=sender.stop)
             self.stdout.write(summary.line())

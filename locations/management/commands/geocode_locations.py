@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import signal
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from trackers.loop import check_name, stop_on_signals
 from trackers.worker import worker_name
 
 from ...geocoders import configured_provider
@@ -48,8 +48,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         name = options["name"] or worker_name("geocoder")
-        if not name.strip() or len(name) > 180 or "\x00" in name:
-            raise CommandError("--name must be 1 to 180 characters, without NUL")
+        check_name(name, 180)
         if options["ignore_window"] and not options["backfill"]:
             raise CommandError("--ignore-window goes with --backfill")
         try:
@@ -79,11 +78,6 @@ class Command(BaseCommand):
 
     def run_forever(self, name: str) -> None:
         geocoder = Geocoder(name)
-
-        def stop(signum: int, frame: Any) -> None:
-            geocoder.stop.set()
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
+        stop_on_signals(geocoder.stop)
         self.stdout.write(f"geocoder {geocoder.name} started ({geocoder.provider.name})")
         geocoder.run_forever()

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from trackers.loop import check_name
 from trackers.models import AppleAccount, Tracker
 from trackers.worker import Worker
 
@@ -27,10 +28,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         name = options["name"]
-        if name is not None:
-            limit = Tracker._meta.get_field("claimed_by").max_length
-            if not name.strip() or len(name) > limit or "\x00" in name:
-                raise CommandError(f"--name must be 1 to {limit} characters, without NUL")
+        check_name(name, Tracker._meta.get_field("claimed_by").max_length)
         if options["once"] and not AppleAccount.objects.usable().exists():
             # A long-running worker waits for an account (heartbeat: no_account); one pass
             # has nothing to wait for.
