@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import factory
 from django.contrib.auth import get_user_model
 from findmy import KeyPair
+from rest_framework.test import APIClient
 
+from api.auth import create_token
 from findmy_sim.simulator import account_state
 from trackers.models import AppleAccount, ProductionRun, Tracker, mask_apple_id
 
@@ -49,3 +52,12 @@ class AppleAccountFactory(factory.django.DjangoModelFactory):
     anisette_url = "http://127.0.0.1:9/anisette"
     state = factory.LazyAttribute(lambda o: account_state(o.anisette_url, f"{o.name}@example.com"))
     apple_id_hint = factory.LazyAttribute(lambda o: mask_apple_id(f"{o.name}@example.com"))
+
+
+def client_for(user: Any) -> APIClient:
+    """An APIClient authenticated with a new token of `user` (`client.token` holds it)."""
+    _, token = create_token(user, f"{user.username}'s test token", None)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    client.token = token  # type: ignore[attr-defined]
+    return client

@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from api.auth import create_token
-from tests.factories import UserFactory
+from tests.factories import UserFactory, client_for
 
 
 @pytest.fixture(autouse=True)
@@ -33,15 +32,6 @@ def bob(db: None) -> Any:
 @pytest.fixture
 def staff(db: None) -> Any:
     return UserFactory(username="staff", is_staff=True)
-
-
-def client_for(user: Any) -> APIClient:
-    """An APIClient authenticated with a new token of `user` (`client.token` holds it)."""
-    _, token = create_token(user, f"{user.username}'s test token", None)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    client.token = token  # type: ignore[attr-defined]
-    return client
 
 
 @pytest.fixture

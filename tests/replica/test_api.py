@@ -9,10 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 from django.db import connections
-from knox.models import AuthToken
-from rest_framework.test import APIClient
 
-from tests.factories import TrackerFactory, UserFactory
+from api.auth import create_token
+from tests.factories import TrackerFactory, UserFactory, client_for
 
 from ..servers import GunicornServer, database_url
 from .conftest import (
@@ -24,13 +23,6 @@ from .conftest import (
 )
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
-
-
-def client_for(user: object) -> APIClient:
-    client = APIClient()
-    _, token = AuthToken.objects.create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return client
 
 
 def names(response: object) -> str:
@@ -86,7 +78,7 @@ def server(replica_aliases: None) -> Iterator[Server]:
 
 def test_served_api_reads_the_replica_and_keeps_answering_when_it_stops(server):
     owner = UserFactory(is_staff=True)
-    _, token = AuthToken.objects.create(user=owner)
+    _, token = create_token(owner, "gunicorn test", None)
     TrackerFactory(owner=owner, name="replicated-tracker")
     wait_until_replayed()
 

@@ -7,9 +7,9 @@ import time
 import pytest
 from django.core.cache import cache
 from django.utils import timezone
-from knox.models import AuthToken
 from rest_framework.test import APIClient
 
+from tests import factories
 from tests.factories import UserFactory
 from tracker_project import replicas
 from trackers.models import ProductionRun
@@ -33,10 +33,7 @@ PROBE = "/api/v1/_probe/runs"
 
 
 def client_for(user: object | None = None) -> APIClient:
-    client = APIClient()
-    _, token = AuthToken.objects.create(user=user or UserFactory())
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return client
+    return factories.client_for(user or UserFactory())
 
 
 def run(name: str) -> ProductionRun:
