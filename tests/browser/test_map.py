@@ -193,6 +193,8 @@ def test_anonymous_visitors_log_in_first_and_land_on_the_map(
     browser.find_element(By.NAME, "username").send_keys(demo.owner.username)
     browser.find_element(By.NAME, "password").send_keys("not the password")
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    # The form comes back with the error: wait for the new page (the click only starts it).
+    wait_for(browser, lambda d: count(d, ".errors") == 1, "the login error")
     assert "correct username and password" in browser.find_element(By.CLASS_NAME, "errors").text
     browser.find_element(By.NAME, "password").send_keys(demo.password)
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
