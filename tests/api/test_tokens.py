@@ -16,9 +16,10 @@ from django.urls import reverse
 from django.utils import timezone
 from knox.crypto import hash_token
 from knox.models import AuthToken
+from knox.settings import CONSTANTS
 from rest_framework.test import APIClient
 
-from api.auth import record_use
+from api.auth import forget_recent_uses, record_use
 from api.models import TokenDetails
 
 pytestmark = pytest.mark.django_db
@@ -111,11 +112,20 @@ def test_last_use_is_written_at_most_once_a_minute(alice_client: APIClient) -> N
     created = new_token(alice_client)
     token = AuthToken.objects.get(details__id=created["id"])
     start = timezone.now()
+    gate = f"api:token-used:{token.digest[:32]}"
     assert record_use(token, start) is True
+    assert cache.get(gate) is not None
+    cache.delete(gate)
+    assert record_use(token, start + dt.timedelta(seconds=10)) is False  # this process knows
+    assert cache.get(gate) is None  # ... and asked nobody
+    cache.set(gate, 1)
+    forget_recent_uses()  # as if another process had stamped it
     assert record_use(token, start + dt.timedelta(seconds=20)) is False  # the cache gate
-    cache.delete(f"api:token-used:{token.digest[:32]}")  # as if the gate had expired
+    cache.delete(gate)  # as if the gate had expired
+    forget_recent_uses()
     assert record_use(token, start + dt.timedelta(seconds=40)) is False  # the conditional UPDATE
-    cache.delete(f"api:token-used:{token.digest[:32]}")
+    cache.delete(gate)
+    forget_recent_uses()
     assert record_use(token, start + dt.timedelta(seconds=90)) is True
     assert TokenDetails.objects.get(token=token).last_used_at == start + dt.timedelta(seconds=90)
 
@@ -146,6 +156,23 @@ def test_a_request_reads_only_its_own_token(alice: Any, django_assert_max_num_qu
     client.get("/api/v1/me")  # the last-use stamp of the first request
     with django_assert_max_num_queries(1):
         assert client.get("/api/v1/me").status_code == 200
+
+
+def test_an_inactive_users_token_is_refused(alice: Any) -> None:
+    client = bearer(new_token(bearer_for(alice))["token"])
+    assert client.get("/api/v1/me").status_code == 200
+    alice.is_active = False
+    alice.save()
+    assert client.get("/api/v1/me").status_code == 401
+
+
+def test_a_token_with_a_known_prefix_and_a_wrong_rest_is_refused(alice: Any) -> None:
+    token = new_token(bearer_for(alice))["token"]
+    forged = token[: CONSTANTS.TOKEN_KEY_LENGTH] + ("0" if token[-1] != "0" else "1") * (
+        len(token) - CONSTANTS.TOKEN_KEY_LENGTH
+    )
+    assert bearer(forged).get("/api/v1/me").status_code == 401
+    assert bearer(token).get("/api/v1/me").status_code == 200
 
 
 def bearer_for(user: Any) -> APIClient:
