@@ -6,16 +6,20 @@ kept for API_SEARCH_CACHE_SECONDS under a key made of:
 * the user's id (what one user may see is not what another may),
 * the parsed query (`LocationQuery.identity()`: times in UTC, sorted tracker ids, the bbox as
   numbers, the decoded cursor), so `?a=1&b=2`, `?b=2&a=1`, `Z` and `+00:00` are one entry,
-* the generation counters of what it covers (locations/generations.py, one MGET): each named
-  tracker's; for a fleet-wide search the owner's (and the set of trackers the owner has now,
-  as a digest from the database, so a tracker given to someone else leaves the old owner's
-  entries at once); for staff, the whole fleet's.
+* for a fleet-wide search, the owner's fleet version (`trackers.FleetVersion`, counted by
+  database triggers whenever a tracker changes hands or is deleted; one primary-key read), so
+  a tracker given to someone else leaves the old owner's entries at once; staff's is "fleet".
+
+The entry is stored with a stamp of the generation counters of what it covers
+(locations/generations.py): each named tracker's; for a fleet-wide search the owner's; for
+staff, the whole fleet's. One Lua call reads the counters, the entry and its stamp, and
+counts the lookup as a hit or a miss: an entry whose stamp is not the counters' current one is
+a miss. One round trip per cached answer; one entry per query (a renewed answer replaces it).
 
 Ingest bumps the counters of every tracker that got a new report, of their owners and of the
 fleet after its commit, so the next identical search misses and shows the new rows, while
 searches over other trackers keep their entries. The entry holds the results and the next
-cursor, not the `next` URL (built from each request's own host). Lookups count hits and
-misses in Redis with the lookup itself (one Lua call): /metrics exports
+cursor, not the `next` URL (built from each request's own host). /metrics exports
 `trackerfleet_api_search_cache_hits_total` and `_misses_total`.
 
 Read replicas: ingest also notes the primary's WAL position beside each counter; a miss is
@@ -39,11 +43,20 @@ from django.conf import settings
 from locations import generations
 from tracker_project import replicas
 
-# Returns the entry (or nil) and counts the lookup as a hit or a miss, in one round trip.
+# KEYS: the entry, the hit and miss counters, then the generation counters of what the entry
+# covers. Returns {stamp, body}: the counters' stamp now, and the entry's body when it was
+# stored under that stamp (else nil: a miss). Counted as a hit or a miss in the same call.
 _LOOKUP = """
-local value = redis.call('GET', KEYS[1])
-if value then redis.call('INCR', KEYS[2]) else redis.call('INCR', KEYS[3]) end
-return value
+local parts = {}
+for i = 4, #KEYS do parts[#parts + 1] = redis.call('GET', KEYS[i]) or '0' end
+local stamp = redis.sha1hex(table.concat(parts, ','))
+local entry = redis.call('GET', KEYS[1])
+if entry and string.sub(entry, 1, 41) == stamp .. '\\n' then
+    redis.call('INCR', KEYS[2])
+    return {stamp, string.sub(entry, 42)}
+end
+redis.call('INCR', KEYS[3])
+return {stamp, false}
 """
 
 
@@ -52,40 +65,34 @@ def _counter_keys() -> tuple[str, str]:
     return f"{ns}:search:hits", f"{ns}:search:misses"
 
 
-def entry_key(user_id: int, identity: tuple, scope: tuple[Sequence[str], object]) -> str | None:
-    """The key of a search's entry, or None when the counters cannot be read (uncached).
-
-    `scope` is (the counter keys of what the search covers, anything else the answer depends
-    on, such as the set of trackers a fleet is made of)."""
-    counter_keys, material = scope
-    counters = generations.current(counter_keys)
-    if counters is None:
-        return None
-    text = repr((user_id, identity, tuple(counter_keys), tuple(counters), material))
+def entry_key(user_id: int, identity: tuple, counter_keys: Sequence[str], material: object) -> str:
+    """The key of a search's entry: the user, the parsed query, what it covers."""
+    text = repr((user_id, identity, tuple(counter_keys), material))
     digest = hashlib.sha256(text.encode()).hexdigest()
     return f"{generations.namespace()}:search:{user_id}:{digest}"
 
 
-def get(key: str) -> Any | None:
-    """The entry under `key` (counted as a hit), or None (a miss, or Redis unavailable)."""
+def lookup(key: str, counter_keys: Sequence[str]) -> tuple[str, Any | None] | None:
+    """(the counters' stamp, the entry or None on a miss); None when Redis cannot answer."""
     client = generations.redis_client()
     if client is None:
         return None
     try:
-        raw = client.register_script(_LOOKUP)(keys=[key, *_counter_keys()])
+        stamp, raw = client.register_script(_LOOKUP)(keys=[key, *_counter_keys(), *counter_keys])
     except generations.REDIS_ERRORS as exc:
         generations.redis_failed(exc, "search cache read")
         return None
-    return None if raw is None else json.loads(raw)
+    stamp = stamp.decode() if isinstance(stamp, bytes) else stamp
+    return stamp, None if raw is None else json.loads(raw)
 
 
-def put(key: str, value: Any) -> None:
+def put(key: str, stamp: str, value: Any) -> None:
     client = generations.redis_client()
     if client is None:
         return
     body = json.dumps(value, separators=(",", ":"))
     try:
-        client.set(key, body, ex=settings.API_SEARCH_CACHE_SECONDS)
+        client.set(key, f"{stamp}\n{body}", ex=settings.API_SEARCH_CACHE_SECONDS)
     except generations.REDIS_ERRORS as exc:
         generations.redis_failed(exc, "search cache write")
 
@@ -98,24 +105,26 @@ def cached(
 ) -> Any:
     """`compute()`'s JSON-ready answer, from the cache when an entry is valid.
 
-    `scope()` gives what `entry_key()` needs besides the query; it is called only when the
-    cache is usable, so an uncached deployment never pays for it. The counters are read
-    before `compute()` runs: an ingest committing in between bumps them after its commit, so
-    an entry can hold newer rows than its counters promise, never older ones.
+    `scope()` gives (the counter keys of what the search covers, anything else the answer
+    depends on); it is called only when the cache is usable, so an uncached deployment never
+    pays for it. The counters are read before `compute()` runs and the entry is stored under
+    them: an ingest committing in between bumps them after its commit, so an entry can hold
+    newer rows than its stamp promises, never older ones.
     """
     if settings.API_SEARCH_CACHE_SECONDS <= 0 or generations.redis_client() is None:
         return compute()
     counter_keys, material = scope()
-    key = entry_key(user_id, identity, (counter_keys, material))
-    if key is None:
+    key = entry_key(user_id, identity, counter_keys, material)
+    found = lookup(key, counter_keys)
+    if found is None:
         return compute()
-    value = get(key)
+    stamp, value = found
     if value is None:
         # Computed on a replica only if it has replayed the commits these counters announce:
         # an entry stored under them must hold those rows (else the primary answers).
         replicas.ensure_replayed(lambda: generations.needed_position(counter_keys))
         value = compute()
-        put(key, value)
+        put(key, stamp, value)
     return value
 
 

@@ -289,3 +289,29 @@ def mask_apple_id(username: str) -> str:
     if at:
         return f"{local[:1]}***@{domain}"
     return f"{username[:3]}***{username[-2:]}" if len(username) > 6 else "***"
+
+
+class FleetVersion(models.Model):
+    """How often the set of an owner's trackers has changed: a tracker given to or taken from
+    the owner, or deleted. Counted by triggers on trackers_tracker (migration 0007), so every
+    write path counts, a queryset `update()` or raw SQL included. The API's search cache keys an
+    owner's fleet-wide searches by it (one primary-key read per request).
+
+    No foreign key to the user: the triggers write here while a user's deletion sets their
+    trackers' owner to NULL, and a row left behind by a deleted user is harmless."""
+
+    owner_id = models.BigIntegerField(primary_key=True)
+    version = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"fleet of user {self.owner_id}: version {self.version}"
+
+
+def fleet_version(owner_id: int, using: str = "default") -> int:
+    """The owner's fleet version (0 until their trackers first change hands)."""
+    from django.db import connections
+
+    with connections[using].cursor() as cursor:
+        cursor.execute("SELECT version FROM trackers_fleetversion WHERE owner_id = %s", [owner_id])
+        row = cursor.fetchone()
+    return row[0] if row else 0

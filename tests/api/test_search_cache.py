@@ -193,6 +193,20 @@ def test_a_tracker_given_away_leaves_the_old_owners_fleet_search_at_once(
     assert found(bob_client, "locations") == [b.id]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_renewed_answer_replaces_the_entry(alice, alice_client):
+    tracker = TrackerFactory(owner=alice)
+    path = f"trackers/{tracker.id}/locations"
+    for minutes in range(3):
+        assert len(found(alice_client, path)) == minutes
+        ingest([new_report(tracker, minutes)], fetched_at=T0)
+
+    client = generations.redis_client()
+    entries = list(client.scan_iter(f"{generations.namespace()}:search:{alice.pk}:*"))
+    assert len(entries) == 1  # one key per query, whatever the generations it went through
+    assert counts() == {"hits": 0, "misses": 3}
+
+
 def test_users_do_not_share_entries(alice, bob, alice_client, staff_client):
     add_report(TrackerFactory(owner=alice), T0)
     add_report(TrackerFactory(owner=bob), T0)
