@@ -27,6 +27,7 @@ from knox.settings import CONSTANTS, knox_settings
 from rest_framework import exceptions
 
 from api.models import TOKEN_NAME_MAX_LENGTH, TokenDetails
+from trackers.models import FleetVersion
 
 LAST_USE_RESOLUTION = dt.timedelta(minutes=1)
 MAX_EXPIRY_HOURS = 24 * 366 * 10
@@ -94,7 +95,9 @@ def record_use(token: AuthToken, now: dt.datetime | None = None) -> bool:
 
 def _token_query() -> tuple[str, list[str], list[str]]:
     """One SELECT of the token rows with a prefix and their users (what knox's queryset with
-    `select_related("user")` reads), and the two models' column names in its order."""
+    `select_related("user")` reads) and each user's fleet version (trackers.FleetVersion, which
+    the location searches' cache needs: read here, it costs no round trip of its own), and the
+    two models' column names in its order."""
     user_model = get_user_model()
     token_fields = [f.attname for f in AuthToken._meta.concrete_fields]
     user_fields = [f.attname for f in user_model._meta.concrete_fields]
@@ -102,6 +105,7 @@ def _token_query() -> tuple[str, list[str], list[str]]:
     columns = [f"t.{quote(f.column)}" for f in AuthToken._meta.concrete_fields] + [
         f"u.{quote(f.column)}" for f in user_model._meta.concrete_fields
     ]
+    columns.append("COALESCE(v.version, 0)")
     user_column = quote(AuthToken._meta.get_field("user").column)
     key_column = quote(AuthToken._meta.get_field("token_key").column)
     # Identifiers from the models' metadata, quoted; the key is a parameter.
@@ -109,6 +113,8 @@ def _token_query() -> tuple[str, list[str], list[str]]:
         f"SELECT {', '.join(columns)} FROM {quote(AuthToken._meta.db_table)} AS t "  # noqa: S608
         f"JOIN {quote(user_model._meta.db_table)} AS u "
         f"ON u.{quote(user_model._meta.pk.column)} = t.{user_column} "
+        f"LEFT JOIN {quote(FleetVersion._meta.db_table)} AS v "
+        f"ON v.owner_id = u.{quote(user_model._meta.pk.column)} "
         f"WHERE t.{key_column} = %s"
     )
     return sql, token_fields, user_fields
@@ -135,7 +141,8 @@ class TokenAuthentication(KnoxTokenAuthentication):
         split = len(token_fields)
         for row in rows:
             token = AuthToken.from_db(using, token_fields, row[:split])
-            token.user = get_user_model().from_db(using, user_fields, row[split:])
+            token.user = get_user_model().from_db(using, user_fields, row[split:-1])
+            token.user.fleet_version = row[-1]
             tokens.append(token)
         return tokens
 

@@ -15,7 +15,7 @@ Which index serves what (EXPLAIN in tests/api/test_locations.py and bench/api.py
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from django.contrib.gis.geos import Polygon
@@ -84,6 +84,14 @@ def may_see_tracker(user: Any, tracker_id: int) -> bool:
         cursor.execute("SELECT owner_id FROM trackers_tracker WHERE id = %s", [tracker_id])
         row = cursor.fetchone()
     return row is not None and (user.is_staff or row[0] == user.pk)
+
+
+def user_fleet_version(user: Any) -> int:
+    """The user's fleet version: read with the token at authentication (api.auth), else now."""
+    version = getattr(user, "fleet_version", None)
+    if version is None:
+        version = fleet_version(user.pk, router.db_for_read(FleetVersion))
+    return version
 
 
 def check_trackers(user: Any, ids: Sequence[int]) -> None:
@@ -201,9 +209,20 @@ class LocationSearchView(ApiView):
     renderer_classes = [EnvelopeJSONRenderer, GeoJSONRenderer, GPXRenderer, CSVRenderer]
     query_params = ("starts_at", "ends_at", "bbox", "max_accuracy", "limit", "cursor")
 
-    def answer(self, request: Request, query: LocationQuery, filename: str) -> Any:
+    def answer(
+        self,
+        request: Request,
+        query: LocationQuery,
+        filename: str,
+        check: Callable[[], None] = lambda: None,
+    ) -> Any:
+        """The answer to a parsed query. `check()` raises unless the user may see the
+        trackers the query names: run before any rows are read, and skipped for an owner's
+        cached page, which was stored after the same check under the owner's fleet version:
+        while that version stands, no tracker has joined or left the owner's fleet."""
         user = request.user
         if query.format != "json":
+            check()
             rows = report_rows(user, query)
             if query.format == "gpx":
                 # One track per tracker: grouped by tracker, each in time order.
@@ -214,16 +233,23 @@ class LocationSearchView(ApiView):
                 rows = rows.order_by("timestamp", "id")
             span = f"{filename_time(query.starts_at)}-{filename_time(query.ends_at)}"
             return streaming_response(query.format, streamed(rows), f"{filename}-{span}")
+        if user.is_staff:
+            check()  # staff's entries stand for every tracker: the check runs every time
 
         def scope() -> tuple[list[str], object]:
-            if query.trackers is not None:
-                return generations.tracker_keys(query.trackers), None
             if user.is_staff:
-                return [generations.fleet_key()], "fleet"
-            using = router.db_for_read(FleetVersion)
-            return [generations.owner_key(user.pk)], fleet_version(user.pk, using)
+                keys = [generations.fleet_key()]
+                if query.trackers is not None:
+                    keys = generations.tracker_keys(query.trackers)
+                return keys, "staff"
+            keys = [generations.owner_key(user.pk)]
+            if query.trackers is not None:
+                keys = generations.tracker_keys(query.trackers)
+            return keys, ("owner", user_fleet_version(user))
 
         def compute() -> dict[str, Any]:
+            if not user.is_staff:
+                check()
             return page(report_rows(user, query), query)
 
         result = search_cache.cached(user.pk, query.identity(), scope, compute)
@@ -244,10 +270,13 @@ class TrackerLocationsView(LocationSearchView):
     )
     def get(self, request: Request, pk: int) -> Any:
         query = parse_location_query(request.query_params, allow_tracker=False)
-        if not may_see_tracker(request.user, pk):
-            raise NotFound()
         query = dataclasses.replace(query, trackers=(pk,))
-        return self.answer(request, query, f"tracker-{pk}-locations")
+
+        def check() -> None:
+            if not may_see_tracker(request.user, pk):
+                raise NotFound()
+
+        return self.answer(request, query, f"tracker-{pk}-locations", check)
 
 
 class LocationsView(LocationSearchView):
@@ -271,6 +300,10 @@ class LocationsView(LocationSearchView):
     )
     def get(self, request: Request) -> Any:
         query = parse_location_query(request.query_params, allow_tracker=True)
-        if query.trackers is not None:
-            check_trackers(request.user, query.trackers)
-        return self.answer(request, query, "locations")
+        named = query.trackers
+
+        def check() -> None:
+            if named is not None:
+                check_trackers(request.user, named)
+
+        return self.answer(request, query, "locations", check)

@@ -193,6 +193,39 @@ def test_a_tracker_given_away_leaves_the_old_owners_fleet_search_at_once(
     assert found(bob_client, "locations") == [b.id]
 
 
+def test_a_tracker_given_away_is_gone_from_the_old_owners_cached_pages_at_once(
+    alice, bob, alice_client, bob_client
+):
+    tracker = TrackerFactory(owner=alice)
+    report = add_report(tracker, T0)
+    path = f"trackers/{tracker.id}/locations"
+    assert found(alice_client, path) == [report.id]
+    assert found(alice_client, "locations", tracker=tracker.id) == [report.id]
+    assert found(alice_client, path) == [report.id]  # a hit: no ownership query was made
+
+    Tracker.objects.filter(pk=tracker.pk).update(owner=bob)  # no report, no bump in Redis
+
+    assert alice_client.get(url(path, **DAY)).status_code == 404
+    response = alice_client.get(url("locations", tracker=tracker.id, **DAY))
+    assert response.status_code == 400
+    assert list(response.json()["error"]["fields"]) == ["tracker"]
+    assert found(bob_client, path) == [report.id]
+
+
+def test_a_cached_page_costs_no_query_but_authentication(
+    alice, alice_client, django_assert_num_queries
+):
+    tracker = TrackerFactory(owner=alice)
+    add_report(tracker, T0)
+    path = f"trackers/{tracker.id}/locations"
+    found(alice_client, path)
+    found(alice_client, "locations")
+    for route in (path, "locations"):
+        with django_assert_num_queries(1):  # the token (with the fleet version)
+            found(alice_client, route)
+    assert counts() == {"hits": 2, "misses": 2}
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_renewed_answer_replaces_the_entry(alice, alice_client):
     tracker = TrackerFactory(owner=alice)
