@@ -67,6 +67,7 @@ class FenceRef:
     id: int
     schedule: dict[str, Any]
     time_zone: str
+    radius_m: float | None = None
 
     def scheduled_at(self, moment: dt.datetime) -> bool:
         if not self.schedule:
@@ -78,10 +79,10 @@ def applicable_fences(trackers: dict[int, dict[str, Any]]) -> dict[int, list[Fen
     """Each tracker's active fences: its owner's, assigned to it or to no tracker at all."""
     owners = {t["owner_id"] for t in trackers.values() if t["owner_id"] is not None}
     by_owner: dict[int, list[FenceRef]] = defaultdict(list)
-    for fence_id, owner_id, schedule, time_zone in Geofence.objects.filter(
+    for fence_id, owner_id, schedule, time_zone, radius_m in Geofence.objects.filter(
         owner_id__in=owners, is_active=True
-    ).values_list("id", "owner_id", "schedule", "time_zone"):
-        by_owner[owner_id].append(FenceRef(fence_id, schedule, time_zone))
+    ).values_list("id", "owner_id", "schedule", "time_zone", "radius_m"):
+        by_owner[owner_id].append(FenceRef(fence_id, schedule, time_zone, radius_m))
     assigned: dict[int, set[int]] = defaultdict(set)
     for fence_id, tracker_id in Geofence.trackers.through.objects.filter(
         geofence__owner_id__in=owners, geofence__is_active=True
@@ -124,13 +125,19 @@ def process(claim: processing.ProcessingClaim) -> ProcessResult:
     ]
     # Trackers of one owner share one list object (applicable_fences): read each list once.
     distinct_lists = {id(fs): fs for fs in fences.values()}.values()
-    fence_ids = sorted({f.id for fs in distinct_lists for f in fs})
-    near = evidence([r.id for r in fresh], fence_ids)  # only pairs within reach
+    fence_by_id = {f.id: f for fs in distinct_lists for f in fs}
+    ids_of = {id(fs): {f.id for f in fs} for fs in distinct_lists}
+    fence_ids = sorted(fence_by_id)
+    reach = max((f.radius_m or 0.0 for f in fence_by_id.values()), default=0.0)
+    near = evidence([r.id for r in fresh], fence_ids, reach)  # only pairs within reach
+    # The trackers' unsettled states (the fences are filtered here: an IN list of every
+    # fence id cost more to build and parse than the rows it spared).
     states = {
         (s.tracker_id, s.geofence_id): s
-        for s in GeofenceState.objects.filter(
-            tracker_id__in=trackers, geofence_id__in=fence_ids
-        ).exclude(side=Side.OUTSIDE, candidate="")
+        for s in GeofenceState.objects.filter(tracker_id__in=trackers).exclude(
+            side=Side.OUTSIDE, candidate=""
+        )
+        if s.geofence_id in fence_by_id
     }
     unsettled: dict[int, set[int]] = defaultdict(set)
     for tracker_id, fence_id in states:
@@ -149,7 +156,10 @@ def process(claim: processing.ProcessingClaim) -> ProcessResult:
         # changes nothing (unknown and outside both enter on the next inside run): only
         # fences near a report, or with an unsettled state, are stepped through.
         wanted = near_fences[tracker_id] | unsettled[tracker_id]
-        relevant = [f for f in fences.get(tracker_id, []) if f.id in wanted] if wanted else []
+        relevant = []
+        if wanted and tracker_id in fences:
+            applicable = ids_of[id(fences[tracker_id])]
+            relevant = [fence_by_id[f] for f in sorted(wanted) if f in applicable]
         for report in reports:
             if row.newest_timestamp is not None and report.timestamp <= row.newest_timestamp:
                 result.late += 1  # stored and geocoded, but it never changes state

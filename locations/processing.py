@@ -22,6 +22,7 @@ from django.db import connection, transaction
 from trackers.leases import LeaseColumns
 
 from .models import TrackerProcessing
+from .pgarrays import int_array
 
 PROCESSING_LEASE = LeaseColumns("claimed_by", "claim_token", "lease_until")
 
@@ -43,13 +44,15 @@ WITH pending AS (
 SELECT tracker_id FROM pending ORDER BY tracker_id
 """
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
 # This process's place in its sweep over the pending trackers.
 _sweep = {"after": 0}
 
 _LOCK_SQL = """
 SELECT tracker_id FROM locations_trackerprocessing
-WHERE tracker_id = ANY(%(ids)s) AND (lease_until IS NULL OR lease_until < now())
-ORDER BY array_position(%(ids)s, tracker_id)
+WHERE tracker_id = ANY(%(ids)s::bigint[]) AND (lease_until IS NULL OR lease_until < now())
+ORDER BY array_position(%(ids)s::bigint[], tracker_id)
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
 """
@@ -84,7 +87,7 @@ def claim(worker: str, max_trackers: int | None = None) -> ProcessingClaim | Non
             candidates = [row[0] for row in cursor.fetchall()]
         if not candidates:
             return None
-        cursor.execute(_LOCK_SQL, {"ids": candidates, "limit": limit})
+        cursor.execute(_LOCK_SQL, {"ids": int_array(candidates), "limit": limit})
         ids = [row[0] for row in cursor.fetchall()]
         # Next claim starts after the last candidate looked at (held by others included).
         _sweep["after"] = candidates[-1]
@@ -100,19 +103,29 @@ def claim(worker: str, max_trackers: int | None = None) -> ProcessingClaim | Non
 
 
 def pending_reports(tracker_ids: list[int]) -> list[PendingReport]:
-    """The trackers' unprocessed reports, per tracker in timestamp order."""
+    """The trackers' unprocessed reports, per tracker in timestamp order.
+
+    The queue's ids first, then the reports by primary key: a join lets the planner hash a
+    sequential scan of every report for a few thousand rows. Timestamps come as microseconds
+    since the epoch: Django's loader of timestamptz parses each in Python (a tenth of the
+    processor's time at 2,000 reports a batch)."""
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            SELECT r.id, r.tracker_id, r."timestamp", r.horizontal_accuracy, r.status
-            FROM locations_queuedreport AS q
-            JOIN locations_locationreport AS r ON r.id = q.report_id
-            WHERE q.tracker_id = ANY(%s)
+            SELECT r.id, r.tracker_id, (EXTRACT(EPOCH FROM r."timestamp") * 1000000)::bigint,
+                r.horizontal_accuracy, r.status
+            FROM locations_locationreport AS r
+            WHERE r.id = ANY(ARRAY(
+                SELECT report_id FROM locations_queuedreport WHERE tracker_id = ANY(%s::bigint[])
+            ))
             ORDER BY r.tracker_id, r."timestamp", r.id
             """,
-            [tracker_ids],
+            [int_array(tracker_ids)],
         )
-        return [PendingReport(*row) for row in cursor.fetchall()]
+        return [
+            PendingReport(report_id, tracker_id, _EPOCH + dt.timedelta(microseconds=us), acc, st)
+            for report_id, tracker_id, us, acc, st in cursor.fetchall()
+        ]
 
 
 def still_ours(claim_: ProcessingClaim) -> bool:
@@ -120,8 +133,8 @@ def still_ours(claim_: ProcessingClaim) -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM (SELECT 1 FROM locations_trackerprocessing "
-            "WHERE tracker_id = ANY(%s) AND claim_token = %s FOR UPDATE) AS mine",
-            [claim_.tracker_ids, claim_.token],
+            "WHERE tracker_id = ANY(%s::bigint[]) AND claim_token = %s FOR UPDATE) AS mine",
+            [int_array(claim_.tracker_ids), claim_.token],
         )
         return cursor.fetchone()[0] == len(claim_.tracker_ids)
 
@@ -130,8 +143,8 @@ def mark_processed(claim_: ProcessingClaim) -> int:
     """Inside the commit's transaction: the claim's reports are done (off the queue)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "DELETE FROM locations_queuedreport WHERE report_id = ANY(%s)",
-            [[r.id for r in claim_.reports]],
+            "DELETE FROM locations_queuedreport WHERE report_id = ANY(%s::bigint[])",
+            [int_array(r.id for r in claim_.reports)],
         )
         return cursor.rowcount
 
