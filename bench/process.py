@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import _setup
 
 DB_NAME = "trackerfleet_bench_process"
-CPU_MODE = {"mode": "database"}
+CPU_MODE = {"mode": "machine"}
 CPU_LABELS = {
     "database": "this process and the bench database's backends",
     "machine": "the whole machine's, PostgreSQL included",
@@ -285,9 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cpu",
         choices=["database", "machine"],
-        default="database",
-        help="CPU seconds counted: this process and the bench database's backends, or the "
-        "whole machine (needs a quiet machine)",
+        default="machine",
+        help="CPU seconds counted: the whole machine's (PostgreSQL's background work included; "
+        "needs a quiet machine), or only this process and the bench database's backends",
     )
     args = parser.parse_args(argv)
     CPU_MODE["mode"] = args.cpu
