@@ -445,38 +445,24 @@ def measure(
             result.hits, result.misses = hits1 - hits0, misses1 - misses0
             results.append(result)
             print(f"  {name}: {len(result.latencies)} requests in {result.wall:.1f} s")
-        # One client, the fleet's whole first day as one GeoJSON export.
-        sampler = RssSampler(server.pid)
-        before = sampler.sample()
-        sampler.start()
-        big = run(
-            "fleet, one day, GeoJSON export (1 client)",
-            port,
-            [export_url(0, start, 1, fleet=True)],
-            1,
-            token,
-            True,
-        )
-        peak = sampler.stop()
-        big.rss_before = max(before.values())
-        big.rss_peak = max(peak.values())
-        results.append(big)
-        # One client, the busy tracker's whole history (`--busy-reports` points), 3 times.
-        sampler = RssSampler(server.pid)
-        before = sampler.sample()
-        sampler.start()
-        busy = run(
-            f"busy tracker, {args.days}-day GeoJSON export (1 client)",
-            port,
-            [export_url(busy_id, start, args.days)] * 3,
-            1,
-            token,
-            True,
-        )
-        peak = sampler.stop()
-        busy.rss_before = max(before.values())
-        busy.rss_peak = max(peak.values())
-        results.append(busy)
+        # One client each: the fleet's whole first day as one GeoJSON export, and the busy
+        # tracker's whole history (`--busy-reports` points) 3 times.
+        single = [
+            ("fleet, one day, GeoJSON export (1 client)", [export_url(0, start, 1, fleet=True)]),
+            (
+                f"busy tracker, {args.days}-day GeoJSON export (1 client)",
+                [export_url(busy_id, start, args.days)] * 3,
+            ),
+        ]
+        for name, paths in single:
+            sampler = RssSampler(server.pid)
+            before = sampler.sample()
+            sampler.start()
+            result = run(name, port, paths, 1, token, True)
+            peak = sampler.stop()
+            result.rss_before = max(before.values())
+            result.rss_peak = max(peak.values())
+            results.append(result)
     finally:
         server.terminate()
         server.wait(30)

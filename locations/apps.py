@@ -4,3 +4,24 @@ from django.apps import AppConfig
 class LocationsConfig(AppConfig):
     name = "locations"
     verbose_name = "Locations"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_delete, post_save
+
+        from .models import LocationReport
+
+        # ingest() and the geocoder announce their writes themselves (locations.generations);
+        # a report saved or deleted through the ORM (a script, the shell, the admin) is
+        # announced here, so the API's cached searches never outlive it either.
+        post_save.connect(
+            _report_changed, sender=LocationReport, dispatch_uid="locations.report_saved"
+        )
+        post_delete.connect(
+            _report_changed, sender=LocationReport, dispatch_uid="locations.report_deleted"
+        )
+
+
+def _report_changed(sender: type, instance: object, **kwargs: object) -> None:
+    from . import generations
+
+    generations.bump_on_commit([instance.tracker_id])  # type: ignore[attr-defined]

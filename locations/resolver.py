@@ -28,7 +28,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from trackers.findmy_client import FailureCategory
 from trackers.signals import report_failure
 
-from . import circuit
+from . import circuit, generations
 from .cells import OFFLINE_NAMESPACE, Cell, cell_of, degrees_around, distance_m, reuse_radius
 from .geocoders import (
     OFFLINE,
@@ -103,7 +103,7 @@ SET address_id = u.address_id, geocode_note = u.note
 FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[])
     AS u(id, old_address_id, address_id, note)
 WHERE r.id = u.id AND r.geocode_note = '' AND r.address_id IS NOT DISTINCT FROM u.old_address_id
-RETURNING r.id
+RETURNING r.id, r.tracker_id
 """
 
 _HITS_SQL = """
@@ -128,6 +128,7 @@ WHERE r.address_id IS NULL AND r.geocode_note = '' AND (
                                  %(dlon)s, %(dlat)s)
         AND ST_DistanceSphere(r.point, ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326))
             < %(radius)s))
+RETURNING r.tracker_id
 """
 
 _CLAIM_SQL = """
@@ -379,7 +380,10 @@ class Resolver:
                     [d.note[:200] for d in decisions],
                 ],
             )
-            written = {row[0] for row in cursor.fetchall()}
+            returned = cursor.fetchall()
+            written = {row[0] for row in returned}
+            # Searches show addresses: their cached pages are renewed once this commits.
+            generations.bump_on_commit({row[1] for row in returned})
             done = [d for d in decisions if d.report.id in written]
             hits = Counter(
                 d.address_id for d in done if d.address_id and d.outcome in CACHED_OUTCOMES
@@ -581,7 +585,9 @@ class Resolver:
                     "dlat": dlat,
                 },
             )
+            trackers = {row[0] for row in cursor.fetchall()}
             n = cursor.rowcount
+            generations.bump_on_commit(trackers)
             if n and known.label:
                 cursor.execute(_HITS_SQL, [[known.id], [n]])
         self.count(Counter({GeocodeOutcome.PROPAGATED: n}))

@@ -11,12 +11,15 @@ from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
-from django.db import transaction
+from django.db import connection, transaction
 from prometheus_client.parser import text_string_to_metric_families
 
 from api import search_cache
 from locations import generations
+from locations.geocoding import immediate_pass
 from locations.ingest import ingest
+from locations.models import LocationReport
+from locations.resolver import Resolver
 from trackers.models import Tracker
 from trackers.payloads import DecryptedReport
 
@@ -66,6 +69,19 @@ def new_report(tracker: Tracker, minutes: int) -> tuple[int, DecryptedReport]:
         confidence=2,
         status=0,
     )
+
+
+def add_report_quietly(tracker: Tracker, at: dt.datetime) -> LocationReport:
+    """A report stored behind the cache's back: raw SQL, as if its announcement were lost."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO locations_locationreport (tracker_id, timestamp, point, "
+            "horizontal_accuracy, confidence, status, payload, fetched_at, geocode_note) "
+            "VALUES (%s, %s, ST_SetSRID(ST_MakePoint(13.4, 52.5), 4326), 10, 2, 0, %s, %s, '') "
+            "RETURNING id",
+            [tracker.id, at, uuid.uuid4().bytes, at],
+        )
+        return LocationReport.objects.get(pk=cursor.fetchone()[0])
 
 
 def counts() -> dict[str, int]:
@@ -135,7 +151,7 @@ def test_a_report_for_another_tracker_leaves_the_entry_alone(alice, bob, alice_c
 
     ingest([new_report(other, 1), new_report(theirs, 2)], fetched_at=T0)  # commits, bumps
 
-    add_report(mine, T0 + dt.timedelta(minutes=3))  # no bump: visible only to an uncached search
+    add_report_quietly(mine, T0 + dt.timedelta(minutes=3))  # visible only uncached
     assert found(alice_client, path) == [first.id]
     assert found(alice_client, "locations", tracker=mine.id) == [first.id]
     # One entry: a tracker's own route and `locations?tracker=` ask the same question.
@@ -224,6 +240,38 @@ def test_a_cached_page_costs_no_query_but_authentication(
         with django_assert_num_queries(1):  # the token (with the fleet version)
             found(alice_client, route)
     assert counts() == {"hits": 2, "misses": 2}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_report_saved_through_the_orm_shows_in_the_next_search(alice, alice_client):
+    tracker = TrackerFactory(owner=alice)
+    path = f"trackers/{tracker.id}/locations"
+    assert found(alice_client, path) == []
+    assert found(alice_client, "locations") == []
+
+    report = add_report(tracker, T0)  # a script or the shell: not ingest()
+
+    assert found(alice_client, path) == [report.id]
+    assert found(alice_client, "locations") == [report.id]
+    report.delete()
+    assert found(alice_client, path) == []
+    assert counts() == {"hits": 0, "misses": 5}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_address_found_later_shows_in_the_next_search(alice, alice_client, settings):
+    settings.GEOCODER = "offline"
+    tracker = TrackerFactory(owner=alice)
+    ingest([new_report(tracker, 5)], fetched_at=T0)
+    path = f"trackers/{tracker.id}/locations"
+    first = alice_client.get(url(path, **DAY)).json()["data"]["results"]
+    assert [r["address"] for r in first] == [None]
+
+    immediate_pass(Resolver("test"), max_ids=None, check_processing=False)  # Berlin
+
+    again = alice_client.get(url(path, **DAY)).json()["data"]["results"]
+    assert again[0]["address"] == "Berlin, Germany (city level)"
+    assert counts() == {"hits": 0, "misses": 2}
 
 
 @pytest.mark.django_db(transaction=True)
