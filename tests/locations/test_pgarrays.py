@@ -15,7 +15,7 @@ def test_literal_of_integers() -> None:
 
 
 def test_anything_but_integers_is_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="invalid literal for int"):
         int_array(["1}, {2"])
 
 
