@@ -38,7 +38,7 @@ def create_deliveries(events: list[dict[str, Any]]) -> int:
     if not events:
         return 0
     owners = dict(
-        Tracker.objects.filter(id__in={e["tracker_id"] for e in events}).values_list(
+        Tracker.objects.filter(id__any={e["tracker_id"] for e in events}).values_list(
             "id", "owner_id"
         )
     )

@@ -109,10 +109,10 @@ def process(claim: processing.ProcessingClaim) -> ProcessResult:
     result = ProcessResult(trackers=len(claim.tracker_ids), reports=len(claim.reports))
     trackers = {
         t["id"]: t
-        for t in Tracker.objects.filter(id__in=claim.tracker_ids).values("id", "owner_id", "kind")
+        for t in Tracker.objects.filter(id__any=claim.tracker_ids).values("id", "owner_id", "kind")
     }
     fences = applicable_fences(trackers)
-    rows = {p.tracker_id: p for p in TrackerProcessing.objects.filter(tracker_id__in=trackers)}
+    rows = {p.tracker_id: p for p in TrackerProcessing.objects.filter(tracker_id__any=trackers)}
     by_tracker: dict[int, list[processing.PendingReport]] = defaultdict(list)
     for report in claim.reports:
         by_tracker[report.tracker_id].append(report)
@@ -134,7 +134,7 @@ def process(claim: processing.ProcessingClaim) -> ProcessResult:
     # fence id cost more to build and parse than the rows it spared).
     states = {
         (s.tracker_id, s.geofence_id): s
-        for s in GeofenceState.objects.filter(tracker_id__in=trackers).exclude(
+        for s in GeofenceState.objects.filter(tracker_id__any=trackers).exclude(
             side=Side.OUTSIDE, candidate=""
         )
         if s.geofence_id in fence_by_id

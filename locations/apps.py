@@ -6,7 +6,13 @@ class LocationsConfig(AppConfig):
     verbose_name = "Locations"
 
     def ready(self) -> None:
+        from django.db.models import ForeignObject, IntegerField
         from django.db.models.signals import post_delete, post_save
+
+        from .pgarrays import AnyOf
+
+        IntegerField.register_lookup(AnyOf)  # ids (AutoField and BigAutoField included)
+        ForeignObject.register_lookup(AnyOf)  # foreign keys' columns
 
         from .models import LocationReport
 

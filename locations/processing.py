@@ -94,7 +94,7 @@ def claim(worker: str, max_trackers: int | None = None) -> ProcessingClaim | Non
         if not ids:
             return None
         token = uuid.uuid4()
-        TrackerProcessing.objects.filter(tracker_id__in=ids).update(
+        TrackerProcessing.objects.filter(tracker_id__any=ids).update(
             **PROCESSING_LEASE.take(worker, token, settings.PROCESSING_TIMEOUT)
         )
     result = ProcessingClaim(worker, token, ids)
