@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import Q
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from knox.models import AuthToken
 from rest_framework import mixins, status
@@ -36,6 +38,11 @@ class TokenViewSet(
         details = TokenDetails.objects.select_related("token").get(token=instance)
         answer = NewTokenSerializer(details, context={"token": token})
         return Response(answer.data, status=status.HTTP_201_CREATED)
+
+    def get_queryset(self) -> Any:
+        # An expired token works nowhere (and is deleted when presented): not listed either.
+        live = Q(token__expiry__isnull=True) | Q(token__expiry__gt=timezone.now())
+        return super().get_queryset().filter(live)
 
     def perform_destroy(self, instance: TokenDetails) -> None:
         AuthToken.objects.filter(pk=instance.token_id).delete()  # the details go with it

@@ -148,6 +148,16 @@ def test_expired_token_is_refused(alice: Any) -> None:
     assert not TokenDetails.objects.filter(pk=created["id"]).exists()  # deleted on use
 
 
+def test_expired_tokens_are_not_listed(alice: Any) -> None:
+    with time_machine.travel(timezone.now() - dt.timedelta(hours=3)):
+        expired = new_token(bearer_for(alice), expiry_hours=1)
+    live = new_token(bearer_for(alice), expiry_hours=1)
+    client = bearer_for(alice)
+    listed = [t["id"] for t in client.get("/api/v1/tokens").json()["data"]["results"]]
+    assert listed == [live["id"]]
+    assert client.get(f"/api/v1/tokens/{expired['id']}").status_code == 404
+
+
 def test_a_request_reads_only_its_own_token(alice: Any, django_assert_max_num_queries) -> None:
     """Authentication costs the token's lookup, never a read of the user's other tokens."""
     for _ in range(3):
