@@ -7,8 +7,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from api.permissions import owned
-from api.serializers.base import StrictModelSerializer, full_clean
+from api.serializers.base import OwnedRelatedField, StrictModelSerializer, full_clean
 from geofences.models import AlertDelivery, AlertRule, Channel, Geofence
 from trackers.models import Tracker
 
@@ -18,11 +17,9 @@ class AlertRuleSerializer(StrictModelSerializer):
     owner's), sent through which channels; `schedule` holds its quiet hours in `time_zone`.
     The webhook secret is in the answer once, when a webhook rule gets it, and never again."""
 
-    geofences = serializers.PrimaryKeyRelatedField(
-        many=True, queryset=Geofence.objects.none(), required=False
-    )
-    trackers = serializers.PrimaryKeyRelatedField(
-        many=True, queryset=Tracker.objects.none(), required=False
+    geofences = OwnedRelatedField(many=True, queryset=Geofence.objects.all(), required=False)
+    trackers = OwnedRelatedField(
+        many=True, queryset=Tracker.objects.defer("key_material"), required=False
     )
 
     class Meta:
@@ -43,18 +40,6 @@ class AlertRuleSerializer(StrictModelSerializer):
             "created_at",
         ]
         read_only_fields = ["owner", "created_at"]
-
-    def get_fields(self) -> dict[str, Any]:
-        fields = super().get_fields()
-        request = self.context.get("request")
-        if request is not None:
-            fields["geofences"].child_relation.queryset = owned(
-                Geofence.objects.all(), request.user, "owner"
-            )
-            fields["trackers"].child_relation.queryset = owned(
-                Tracker.objects.defer("key_material"), request.user, "owner"
-            )
-        return fields
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         rule = copy.copy(self.instance) if self.instance else AlertRule()

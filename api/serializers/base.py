@@ -7,8 +7,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import Model
+from django.db.models import Model, QuerySet
 from rest_framework import serializers
+
+from api.permissions import owned
+
+
+class OwnedRelatedField(serializers.PrimaryKeyRelatedField):
+    """The id of one of the requester's objects: `queryset` through `owned()` for the
+    request's user, so another user's id is "does not exist"; without a request, no id."""
+
+    def get_queryset(self) -> QuerySet:
+        request = self.context.get("request")
+        queryset = self.queryset.all()
+        return queryset.none() if request is None else owned(queryset, request.user, "owner")
 
 
 class StrictMixin:

@@ -10,8 +10,7 @@ from django.contrib.gis.geos import GEOSGeometry, LinearRing, Point, Polygon
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from api.permissions import owned
-from api.serializers.base import StrictModelSerializer, full_clean
+from api.serializers.base import OwnedRelatedField, StrictModelSerializer, full_clean
 from geofences.models import FenceKind, Geofence
 from trackers.models import Tracker
 
@@ -159,8 +158,8 @@ class GeofenceSerializer(StrictModelSerializer):
 
     geometry = FenceGeometryField(required=False)
     center = CenterField(required=False, allow_null=True)
-    trackers = serializers.PrimaryKeyRelatedField(
-        many=True, queryset=Tracker.objects.none(), required=False
+    trackers = OwnedRelatedField(
+        many=True, queryset=Tracker.objects.defer("key_material"), required=False
     )
 
     class Meta:
@@ -181,15 +180,6 @@ class GeofenceSerializer(StrictModelSerializer):
             "updated_at",
         ]
         read_only_fields = ["kind", "owner", "created_at", "updated_at"]
-
-    def get_fields(self) -> dict[str, Any]:
-        fields = super().get_fields()
-        request = self.context.get("request")
-        if request is not None:
-            fields["trackers"].child_relation.queryset = owned(
-                Tracker.objects.defer("key_material"), request.user, "owner"
-            )
-        return fields
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         fence = copy.copy(self.instance) if self.instance else Geofence()

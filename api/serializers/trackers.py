@@ -7,8 +7,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from api.permissions import owned
-from api.serializers.base import StrictModelSerializer, StrictSerializer
+from api.serializers.base import OwnedRelatedField, StrictModelSerializer, StrictSerializer
 from geofences.models import Geofence
 from trackers.keyfiles import check_name
 from trackers.models import ProductionRun, Tracker
@@ -28,9 +27,7 @@ class TrackerSerializer(StrictModelSerializer):
         slug_field="name", read_only=True, allow_null=True
     )
     last_position = serializers.SerializerMethodField()
-    geofences = serializers.PrimaryKeyRelatedField(
-        many=True, queryset=Geofence.objects.all(), required=False
-    )
+    geofences = OwnedRelatedField(many=True, queryset=Geofence.objects.all(), required=False)
 
     class Meta:
         model = Tracker
@@ -56,16 +53,6 @@ class TrackerSerializer(StrictModelSerializer):
             "quarantined_at",
             "created_at",
         ]
-
-    def get_fields(self) -> dict[str, Any]:
-        fields = super().get_fields()
-        request = self.context.get("request")
-        if request is not None:
-            # Only fences the requester may see; another user's id is "does not exist".
-            fields["geofences"].child_relation.queryset = owned(
-                Geofence.objects.all(), request.user, "owner"
-            )
-        return fields
 
     @extend_schema_field(PositionSerializer(allow_null=True))
     def get_last_position(self, tracker: Tracker) -> dict[str, float] | None:
